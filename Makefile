@@ -1,0 +1,39 @@
+# medic — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: run test lint typecheck unit bench clean venv venv-test
+
+venv:
+	@scripts/bootstrap-venv.sh
+
+venv-test:
+	@scripts/bootstrap-venv.sh test
+
+## Start medic on its built-in default config (http://127.0.0.1:9847/metrics).
+run: venv
+	$(VENV)/bin/medic run $(ARGS)
+
+## Everything CI runs: lint, type checks, the whole test suite.
+test: venv-test
+	$(MAKE) --no-print-directory lint typecheck unit
+
+lint: venv-test
+	$(VENV)/bin/ruff check exporter tests bench
+	$(VENV)/bin/ruff format --check exporter tests bench
+
+typecheck: venv-test
+	$(VENV)/bin/mypy
+
+unit: venv-test
+	$(VENV)/bin/pytest -q
+
+## Benchmarks; figures go to BENCHMARKS.md by hand, with the command that made them.
+bench: venv-test
+	@scripts/ensure-wrk.sh
+	$(PY) bench/scrape.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

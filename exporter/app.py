@@ -1,0 +1,68 @@
+"""The one composition root: build medic's parts from a Config and wire them together."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry
+
+from exporter.checks import HealthChecker
+from exporter.checks.factory import build_check
+from exporter.clock import Clock, SystemClock
+from exporter.config import Config
+from exporter.metrics import ExporterCollector, Exposition, HealthCollector, RenderLoop
+from exporter.scheduler import CheckScheduler
+from exporter.version import __version__
+
+log = logging.getLogger(__name__)
+
+
+class Medic:
+    """A configured medic: checks, scheduler and exposition. Nothing runs until start()."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.health = HealthChecker(self.clock)
+        for check in config.checks:
+            self.health.register(build_check(check))
+        self.registry = registry or CollectorRegistry(auto_describe=False)
+        self.registry.register(ExporterCollector(__version__))
+        self.registry.register(HealthCollector(self.health))
+        self.exposition = Exposition(self.registry, self.clock)
+        self.render_loop = RenderLoop(self.exposition)
+        self.health.add_listener(self.render_loop.invalidate)
+        self.scheduler = CheckScheduler(self.health)
+        self._started = False
+
+    def start(self) -> None:
+        """Create the data directory, render once, and start the scheduler."""
+        if self._started:
+            return
+        try:
+            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.error("cannot create data directory %s: %s", self.config.data_dir, exc.strerror)
+        self.render_loop.start()
+        self.scheduler.start()
+        self._started = True
+        log.info("medic %s started with %d checks", __version__, len(self.health.names()))
+
+    def stop(self) -> None:
+        """Stop scheduling and release anything waiting on a hung check; never blocks on one."""
+        if not self._started:
+            return
+        self.scheduler.stop()
+        self.health.close()
+        self.render_loop.stop()
+        self._started = False
+
+    def ready(self) -> bool:
+        """True once the first round of checks has finished."""
+        return self._started and self.health.ready()

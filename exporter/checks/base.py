@@ -1,0 +1,70 @@
+"""What a check is, what it returns, and how results add up to a health status."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one run of a probe saw: facts to export, and problems that make the check fail.
+
+    A probe may also return True/None (healthy, nothing to export) or False (failed).
+    """
+
+    facts: tuple[object, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+ProbeResult = Observation | bool | None
+Probe = Callable[[], ProbeResult]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSpec:
+    """A named probe and how it is scheduled; the seeds' HealthChecker registered these."""
+
+    name: str
+    probe: Probe
+    interval: float = 15.0
+    timeout: float = 5.0
+    critical: bool = False
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0 or self.timeout <= 0:
+            raise ValueError(f"check {self.name!r}: interval and timeout must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The outcome of one run of a check."""
+
+    name: str
+    ok: bool
+    reason: str
+    """Empty when ok; else "timeout", "stuck", "ErrorClass: message" or the probe's problems."""
+    started_at: float
+    """Wall-clock seconds since the epoch."""
+    duration: float
+    facts: tuple[object, ...] = field(default=())
+
+
+class SystemHealthStatus(enum.StrEnum):
+    """Overall health, as in the seeds: any failing critical check makes the host unhealthy."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+
+
+def overall_status(results: dict[str, CheckResult], critical: set[str]) -> SystemHealthStatus:
+    """Healthy when all pass; unhealthy when a critical check fails; degraded otherwise."""
+    failing = {name for name, result in results.items() if not result.ok}
+    if failing & critical:
+        return SystemHealthStatus.UNHEALTHY
+    if failing:
+        return SystemHealthStatus.DEGRADED
+    return SystemHealthStatus.HEALTHY

@@ -1,0 +1,90 @@
+"""The `medic` command line: run, check-config, version."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from exporter.config import ConfigError, load_config, summarize
+from exporter.version import __version__
+
+log = logging.getLogger("medic")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medic",
+        description="Prometheus exporter with auto-remediation for GPU model servers.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="start the exporter")
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        default=os.environ.get("MEDIC_CONFIG") or None,
+        help="YAML config (default: $MEDIC_CONFIG, else the built-in default)",
+    )
+    run.add_argument("--listen", metavar="HOST:PORT", help="overrides server.listen")
+    check = commands.add_parser("check-config", help="validate a config file and summarise it")
+    check.add_argument("file", metavar="FILE")
+    commands.add_parser("version", help="print medic's version")
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # APScheduler logs every job run at INFO; medic logs what matters itself.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+
+
+def _run(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    if args.listen:
+        env["MEDIC_LISTEN"] = args.listen
+    config = load_config(args.config, env)
+    _setup_logging(config.log_level)
+
+    # Heavy imports only for `run`: check-config and version stay quick.
+    from exporter.app import Medic  # noqa: PLC0415
+    from exporter.server import bind, serve  # noqa: PLC0415
+
+    try:
+        sock = bind(config.server.listen)
+    except OSError as exc:
+        print(f"medic: cannot listen on {config.server.listen}: {exc.strerror}", file=sys.stderr)
+        return 1
+    source = args.config or "built-in defaults"
+    log.info("medic %s using %s", __version__, source)
+    serve(Medic(config), sock)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "version":
+            print(f"medic {__version__}")
+            return 0
+        if args.command == "check-config":
+            config = load_config(args.file)
+            print(f"{args.file}: OK")
+            print(summarize(config))
+            return 0
+        return _run(args)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Load medic's configuration from YAML and the environment, validated all at once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from exporter.config.errors import ConfigError, Problem, problems_from
+from exporter.config.models import (
+    CheckConfig,
+    Config,
+    DiskCheckConfig,
+    HostMemoryCheckConfig,
+    PathCheckConfig,
+    ServerConfig,
+    default_data_dir,
+    is_loopback,
+    split_listen,
+)
+
+__all__ = [
+    "ENV_OVERRIDES",
+    "CheckConfig",
+    "Config",
+    "ConfigError",
+    "DiskCheckConfig",
+    "HostMemoryCheckConfig",
+    "PathCheckConfig",
+    "Problem",
+    "ServerConfig",
+    "default_config",
+    "is_loopback",
+    "load_config",
+    "parse_config",
+    "split_listen",
+    "summarize",
+]
+
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "MEDIC_LISTEN": ("server", "listen"),
+    "MEDIC_DATA_DIR": ("data_dir",),
+    "MEDIC_LOG_LEVEL": ("log_level",),
+}
+"""Environment variables that override a config key (they win over the file)."""
+
+
+def _default_raw(data_dir: str) -> dict[str, Any]:
+    return {
+        "checks": [
+            {"name": "host_memory", "type": "host_memory"},
+            {"name": "disk_root", "type": "disk", "path": "/"},
+            {"name": "disk_data", "type": "disk", "path": data_dir},
+        ]
+    }
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    origin: dict[tuple[str, ...], str] = {}
+    for var, path in ENV_OVERRIDES.items():
+        if not env.get(var):
+            continue
+        section = data
+        for key in path[:-1]:
+            nested = section.get(key)
+            if not isinstance(nested, dict):
+                nested = section[key] = {}
+            section = nested
+        section[path[-1]] = env[var]
+        origin[path] = var
+    return origin
+
+
+def _duplicate_keys(node: yaml.Node | None, loc: str = "") -> list[Problem]:
+    """PyYAML keeps the last of two equal keys silently; a config with both is a mistake."""
+    problems: list[Problem] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key, value in node.value:
+            where = f"{loc}.{key.value}" if loc else str(key.value)
+            if key.value in seen:
+                problems.append(Problem(where, "duplicate key", key.start_mark.line + 1))
+            seen.add(key.value)
+            problems += _duplicate_keys(value, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            problems += _duplicate_keys(item, f"{loc}[{index}]")
+    return problems
+
+
+def parse_config(
+    text: str, source: str | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Validate YAML text; raise ConfigError listing every problem found."""
+    env = os.environ if env is None else env
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem("", f"invalid YAML: {reason}", line)], source) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([Problem("", "the top level must be a mapping of keys", 1)], source)
+    problems = _duplicate_keys(root)
+    origin = _apply_env(data, env)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems += problems_from(exc, data, root, Config, origin)
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def default_config(env: Mapping[str, str] | None = None) -> Config:
+    """The built-in configuration: host memory, and disk space on / and on the data directory."""
+    env = os.environ if env is None else env
+    data_dir = env.get("MEDIC_DATA_DIR") or str(default_data_dir())
+    data = _default_raw(data_dir)
+    origin = _apply_env(data, env)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(problems_from(exc, data, None, Config, origin), "defaults") from None
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file, or return the built-in default when path is None."""
+    if path is None:
+        return default_config(env)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([Problem("", f"cannot read config file: {reason}")], str(path)) from None
+    return parse_config(text, str(path), env)
+
+
+def summarize(config: Config) -> str:
+    """A few lines saying what this config will do."""
+    lines = [
+        f"listen: {config.server.listen}",
+        f"data_dir: {config.data_dir}",
+        f"checks: {len(config.checks)}",
+    ]
+    for check in config.checks:
+        state = "" if check.enabled else " (disabled)"
+        target = f" {check.path}" if isinstance(check, DiskCheckConfig | PathCheckConfig) else ""
+        lines.append(
+            f"  - {check.name}: {check.type}{target} every {check.interval:g}s, "
+            f"timeout {check.timeout:g}s{state}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,158 @@
+"""Turn pydantic's validation errors into lines a person can act on, with YAML line numbers."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from exporter.config import models
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a configuration, and where."""
+
+    location: str
+    message: str
+    line: int | None = None
+
+    def render(self, source: str | None = None) -> str:
+        """`file:line: location: message`, leaving out the parts that are unknown."""
+        where = source or ""
+        if source and self.line is not None:
+            where = f"{source}:{self.line}"
+        prefix = f"{where}: " if where else ""
+        return (
+            f"{prefix}{self.location}: {self.message}" if self.location else prefix + self.message
+        )
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; carries every problem found, not just the first."""
+
+    def __init__(self, problems: Sequence[Problem], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        super().__init__("\n".join(p.render(source) for p in self.problems))
+
+
+def _format_loc(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _clean_loc(loc: Sequence[str | int], data: Any) -> list[str | int]:
+    """Drop the discriminator tags pydantic puts in union locations (checks.2.disk.path)."""
+    clean: list[str | int] = []
+    node = data
+    previous: str | int | None = None
+    for part in loc:
+        # The tag always follows the list index (checks.2.disk...); a field may share its name.
+        tagged = isinstance(previous, int) and isinstance(node, Mapping)
+        previous = part
+        if tagged and isinstance(part, str) and node.get("type") == part:
+            continue
+        clean.append(part)
+        if isinstance(node, Mapping):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return clean
+
+
+def _line_of(root: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
+    """1-based line of the YAML node (or the key, for unknown keys) that loc points at."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    line, node = key.start_mark.line + 1, value
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if not 0 <= part < len(node.value):
+                return line
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[str | int], data: Any) -> list[str]:
+    """Known keys of the section an unknown key was found in, for "did you mean" hints."""
+    if len(loc) >= 2 and loc[0] == "checks" and isinstance(loc[1], int):
+        checks = data.get("checks") if isinstance(data, Mapping) else None
+        entry = checks[loc[1]] if isinstance(checks, list) and loc[1] < len(checks) else None
+        kind = entry.get("type") if isinstance(entry, Mapping) else None
+        by_type: dict[str, type[BaseModel]] = {
+            "host_memory": models.HostMemoryCheckConfig,
+            "disk": models.DiskCheckConfig,
+            "path": models.PathCheckConfig,
+        }
+        return list(by_type[kind].model_fields) if kind in by_type else []
+    current: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        field = current.model_fields.get(str(part)) if current else None
+        annotation = field.annotation if field else None
+        is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        current = annotation if is_model else None  # type: ignore[assignment]
+    return list(current.model_fields) if current else []
+
+
+_MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "missing": lambda _ctx: "required",
+    "greater_than": lambda ctx: f"must be greater than {ctx['gt']}",
+    "greater_than_equal": lambda ctx: f"must be at least {ctx['ge']}",
+    "less_than_equal": lambda ctx: f"must be at most {ctx['le']}",
+    "union_tag_invalid": lambda ctx: (
+        f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    ),
+    "union_tag_not_found": lambda _ctx: "missing 'type'",
+    "string_pattern_mismatch": lambda _ctx: (
+        "must start with a letter or _ and use only letters, digits, _ . - (max 64)"
+    ),
+}
+
+
+def _message(error: Mapping[str, Any], known: list[str]) -> str:
+    kind, ctx = error["type"], dict(error.get("ctx") or {})
+    if kind == "extra_forbidden":
+        key = str(error["loc"][-1])
+        hint = difflib.get_close_matches(key, known, n=1)
+        return "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+    if kind in _MESSAGES:
+        return _MESSAGES[kind](ctx)
+    text = str(error["msg"]).removeprefix("Value error, ")
+    return text[:1].lower() + text[1:]
+
+
+def problems_from(
+    exc: ValidationError,
+    data: Any,
+    root: yaml.Node | None,
+    model: type[BaseModel],
+    env_origin: Mapping[tuple[str, ...], str] | None = None,
+) -> list[Problem]:
+    """Every validation error as a Problem with a clean location and, when known, its line."""
+    problems = []
+    for error in exc.errors():
+        loc = _clean_loc(error["loc"], data)
+        message = _message(error, _fields_at(model, loc, data))
+        origin = (env_origin or {}).get(tuple(str(p) for p in loc))
+        if origin:
+            message += f" (from environment variable {origin})"
+        problems.append(Problem(_format_loc(loc), message, None if origin else _line_of(root, loc)))
+    return problems

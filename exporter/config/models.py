@@ -1,0 +1,144 @@
+"""The configuration schema: every key medic reads, its default and its limits."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from exporter.config.units import ByteSize, Duration
+
+DEFAULT_PORT = 9847
+DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+
+CheckName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """Split "host:port" or "[v6]:port" into its parts, validating both."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"listen address {value!r} must be HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range (0-65535)")
+    host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_listen(value: str) -> str:
+    split_listen(value)
+    return value
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CheckBase(Strict):
+    """What every check has: a name, how often it runs and how long it may take."""
+
+    name: CheckName
+    interval: PositiveDuration = 15.0
+    timeout: PositiveDuration = 5.0
+    enabled: bool = True
+    critical: bool = Field(
+        default=False, description="a failing critical check makes the host unhealthy"
+    )
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> CheckBase:
+        if self.timeout > self.interval:
+            raise ValueError(
+                f"timeout ({self.timeout:g}s) must not exceed interval ({self.interval:g}s)"
+            )
+        return self
+
+
+class HostMemoryCheckConfig(CheckBase):
+    """Host memory and swap from psutil; fails when available memory runs low."""
+
+    type: Literal["host_memory"]
+    min_available_ratio: Ratio = 0.05
+    min_available_bytes: ByteSize = Field(default=0, ge=0)
+
+
+class DiskCheckConfig(CheckBase):
+    """Size and free space of the filesystem holding `path`."""
+
+    type: Literal["disk"]
+    path: Path
+    min_avail_ratio: Ratio = 0.05
+    min_avail_bytes: ByteSize = Field(default=0, ge=0)
+
+
+class PathCheckConfig(CheckBase):
+    """A file or directory that must be there, e.g. model weights or a voices folder."""
+
+    type: Literal["path"]
+    path: Path
+    kind: Literal["file", "dir", "any"] = "any"
+    min_size: ByteSize = Field(default=0, ge=0, description="files only")
+    readable: bool = Field(default=True, description="open it (file) or list it (dir)")
+    non_empty: bool = Field(default=False, description="directories only: at least one entry")
+
+
+CheckConfig = Annotated[
+    HostMemoryCheckConfig | DiskCheckConfig | PathCheckConfig, Field(discriminator="type")
+]
+
+
+class ServerConfig(Strict):
+    """Where medic listens."""
+
+    listen: Annotated[str, AfterValidator(_check_listen)] = DEFAULT_LISTEN
+    shutdown_grace: PositiveDuration = Field(
+        default=3.0, description="time in-flight responses get after SIGTERM"
+    )
+
+
+def default_data_dir() -> Path:
+    """/var/lib/medic for root, the XDG state directory otherwise."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/medic")
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "medic"
+
+
+class Config(Strict):
+    """The whole of medic's configuration."""
+
+    server: ServerConfig = ServerConfig()
+    data_dir: Path = Field(default_factory=default_data_dir)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    checks: list[CheckConfig] = Field(default_factory=list)
+
+    @field_validator("checks")
+    @classmethod
+    def _unique_check_names(cls, checks: list[CheckConfig]) -> list[CheckConfig]:
+        first: dict[str, int] = {}
+        for index, check in enumerate(checks):
+            if check.name in first:
+                earlier = first[check.name]
+                raise ValueError(
+                    f"name {check.name!r} is used by checks[{earlier}] and checks[{index}]"
+                )
+            first[check.name] = index
+        return checks

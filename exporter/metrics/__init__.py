@@ -1,0 +1,6 @@
+"""Metric families and the pre-rendered exposition."""
+
+from exporter.metrics.exposition import Exposition, Rendered, RenderLoop
+from exporter.metrics.families import ExporterCollector, HealthCollector
+
+__all__ = ["ExporterCollector", "Exposition", "HealthCollector", "RenderLoop", "Rendered"]

@@ -1,0 +1,164 @@
+"""Metric families from the HealthChecker's latest results; the names are DESIGN.md's table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter.checks import CheckState, FilesystemUsage, HealthChecker, HostMemory, PathPresence
+
+FactFamilies = Callable[[str, list[Any]], Iterable[Metric]]
+"""Given a check name and its facts of one type, yield metric families."""
+
+
+def _host_memory(_check: str, facts: list[HostMemory]) -> Iterator[Metric]:
+    memory = facts[-1]
+    for name, help_text, value in (
+        ("medic_host_memory_total_bytes", "Total physical memory.", memory.total),
+        ("medic_host_memory_available_bytes", "Memory available without swapping.",
+         memory.available),
+        ("medic_host_swap_total_bytes", "Total swap space.", memory.swap_total),
+        ("medic_host_swap_free_bytes", "Unused swap space.", memory.swap_free),
+    ):  # fmt: skip
+        yield GaugeMetricFamily(name, help_text, value=value)
+
+
+def _filesystems(_check: str, facts: list[FilesystemUsage]) -> Iterator[Metric]:
+    labels = ["path", "mountpoint", "fstype"]
+    size = GaugeMetricFamily("medic_filesystem_size_bytes", "Filesystem size.", labels=labels)
+    avail = GaugeMetricFamily(
+        "medic_filesystem_avail_bytes",
+        "Filesystem space available to non-root users.",
+        labels=labels,
+    )
+    error = GaugeMetricFamily(
+        "medic_filesystem_device_error",
+        "1 when the filesystem could not be read.",
+        labels=labels,
+    )
+    for fs in facts:
+        values = [fs.path, fs.mountpoint, fs.fstype]
+        error.add_metric(values, 1.0 if fs.device_error else 0.0)
+        if fs.size is not None and fs.avail is not None:
+            size.add_metric(values, fs.size)
+            avail.add_metric(values, fs.avail)
+    yield from (size, avail, error)
+
+
+def _paths(check: str, facts: list[PathPresence]) -> Iterator[Metric]:
+    family = GaugeMetricFamily(
+        "medic_path_present",
+        "1 when a watched path exists as the expected kind.",
+        labels=["path", "check"],
+    )
+    for fact in facts:
+        family.add_metric([fact.path, check], 1.0 if fact.present else 0.0)
+    yield family
+
+
+FACT_FAMILIES: dict[type, FactFamilies] = {
+    HostMemory: _host_memory,
+    FilesystemUsage: _filesystems,
+    PathPresence: _paths,
+}
+"""How each kind of fact becomes metrics; new check families add their entry here."""
+
+
+def _merge(families: Iterable[Metric]) -> list[Metric]:
+    """One family per name even when several checks emit it; duplicate series are dropped."""
+    merged: dict[str, Metric] = {}
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    for family in families:
+        target = merged.setdefault(family.name, family)
+        kept = []
+        for sample in family.samples:
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            if key not in seen:
+                seen.add(key)
+                kept.append(sample)
+        if target is family:
+            family.samples = kept
+        else:
+            target.samples.extend(kept)
+    return list(merged.values())
+
+
+class HealthCollector(Collector):
+    """Exports check results and their facts; reads only in-memory state, never hardware."""
+
+    def __init__(
+        self, health: HealthChecker, fact_families: dict[type, FactFamilies] | None = None
+    ) -> None:
+        self._health = health
+        self._fact_families = FACT_FAMILIES if fact_families is None else fact_families
+
+    def describe(self) -> list[Metric]:
+        """Nothing to pre-declare; keeps registration from calling collect()."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """The check families, then every family derived from facts."""
+        states = [s for s in self._health.states() if s.enabled]
+        yield from _check_families(states)
+        derived: list[Metric] = []
+        for state in states:
+            if state.last is None:
+                continue
+            by_type: dict[type, list[Any]] = {}
+            for fact in state.last.facts:
+                by_type.setdefault(type(fact), []).append(fact)
+            for fact_type, facts in by_type.items():
+                to_families = self._fact_families.get(fact_type)
+                if to_families is not None:
+                    derived.extend(to_families(state.spec.name, facts))
+        yield from _merge(derived)
+
+
+def _check_families(states: list[CheckState]) -> list[Metric]:
+    success = GaugeMetricFamily(
+        "medic_check_success", "1 when the check's last run passed.", labels=["check"]
+    )
+    duration = GaugeMetricFamily(
+        "medic_check_duration_seconds", "How long the check's last run took.", labels=["check"]
+    )
+    last_ok = GaugeMetricFamily(
+        "medic_check_last_success_timestamp_seconds",
+        "When the check last passed (0 if never); time() minus this is its staleness.",
+        labels=["check"],
+    )
+    stuck = GaugeMetricFamily(
+        "medic_check_stuck",
+        "1 while a run that overran its timeout has not returned.",
+        labels=["check"],
+    )
+    for state in states:
+        name = [state.spec.name]
+        stuck.add_metric(name, 1.0 if state.stuck else 0.0)
+        last_ok.add_metric(name, state.last_success or 0.0)
+        if state.last is not None:
+            success.add_metric(name, 1.0 if state.last.ok else 0.0)
+            duration.add_metric(name, state.last.duration)
+    return [success, duration, last_ok, stuck]
+
+
+class ExporterCollector(Collector):
+    """medic_build_info and medic_up."""
+
+    def __init__(self, version: str) -> None:
+        self._version = version
+
+    def describe(self) -> list[Metric]:
+        """Nothing to pre-declare."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Constant series: the version and that the exporter answers."""
+        info = GaugeMetricFamily(
+            "medic_build_info", "medic's version; always 1.", labels=["version"]
+        )
+        info.add_metric([self._version], 1.0)
+        yield info
+        yield GaugeMetricFamily("medic_up", "1 while medic is serving.", value=1.0)

@@ -1,0 +1,81 @@
+"""Run each enabled check at its interval with APScheduler 3.x.
+
+Jobs only measure. Each job is bounded by its check's timeout (the HealthChecker runs the
+probe on an abandonable thread), so a hung probe never holds a pool slot for long and
+APScheduler's "max instances reached" cannot starve other checks.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobEvent,
+    JobExecutionEvent,
+)
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from exporter.checks import HealthChecker
+
+log = logging.getLogger(__name__)
+
+MAX_WORKERS = 16
+
+
+class CheckScheduler:
+    """Owns the APScheduler instance that drives the HealthChecker."""
+
+    def __init__(self, health: HealthChecker, first_run_delay: float = 0.0) -> None:
+        self._health = health
+        self._first_run_delay = first_run_delay
+        self._scheduler: BackgroundScheduler | None = None
+
+    def start(self) -> None:
+        """Schedule every registered check; the first round starts right away."""
+        states = self._health.states()
+        workers = max(1, min(MAX_WORKERS, len(states)))
+        scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(workers)},
+            timezone=UTC,
+        )
+        scheduler.add_listener(
+            self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+        )
+        first = datetime.now(UTC) + timedelta(seconds=self._first_run_delay)
+        for state in states:
+            spec = state.spec
+            scheduler.add_job(
+                self._health.run_if_enabled,
+                "interval",
+                seconds=spec.interval,
+                args=[spec.name],
+                id=spec.name,
+                name=f"check {spec.name}",
+                next_run_time=first,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(spec.interval)),
+            )
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def stop(self) -> None:
+        """Stop scheduling; do not wait for running jobs (a hung probe must not hold exit)."""
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        self._scheduler = None
+
+    @staticmethod
+    def _on_event(event: Any) -> None:
+        if isinstance(event, JobExecutionEvent) and event.code == EVENT_JOB_ERROR:
+            log.error("scheduled job %s raised", event.job_id, exc_info=event.exception)
+        elif isinstance(event, JobEvent) and event.code == EVENT_JOB_MISSED:
+            log.warning("check %s missed its scheduled run (process was busy)", event.job_id)
+        elif isinstance(event, JobEvent) and event.code == EVENT_JOB_MAX_INSTANCES:
+            log.warning("check %s skipped: its previous run is still going", event.job_id)

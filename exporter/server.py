@@ -1,0 +1,154 @@
+"""HTTP routes and the uvicorn server that serves them."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import uvicorn
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from exporter.app import Medic
+from exporter.config import split_listen
+from exporter.version import __version__
+
+log = logging.getLogger(__name__)
+
+
+def create_app(medic: Medic, *, manage_lifecycle: bool = True) -> FastAPI:
+    """The ASGI app; with manage_lifecycle it starts and stops medic with the server."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            medic.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                medic.stop()
+
+    async def metrics(request: Request) -> Response:
+        # A plain Starlette route: no FastAPI dependency/validation work on the hot path.
+        body, content_type, encoding = medic.exposition.select(
+            request.headers.get("accept", ""), request.headers.get("accept-encoding", "")
+        )
+        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+        if encoding:
+            headers["Content-Encoding"] = encoding
+        return Response(body, headers=headers)
+
+    async def healthy(_request: Request) -> Response:
+        return PlainTextResponse("medic is Healthy.\n")
+
+    async def ready(_request: Request) -> Response:
+        if medic.ready():
+            return PlainTextResponse("medic is Ready.\n")
+        waiting = [s.spec.name for s in medic.health.states() if s.enabled and s.last is None]
+        return PlainTextResponse(
+            f"medic is not ready: waiting for checks: {', '.join(waiting)}\n", status_code=503
+        )
+
+    app = FastAPI(
+        title="medic",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/v1/openapi.json",
+    )
+    app.router.routes.extend(
+        [
+            Route("/metrics", metrics, methods=["GET", "HEAD"]),
+            Route("/-/healthy", healthy, methods=["GET", "HEAD"]),
+            Route("/-/ready", ready, methods=["GET", "HEAD"]),
+        ]
+    )
+
+    @app.get("/api/v1/health")
+    def health() -> dict[str, object]:
+        """Overall status and each check's last result, with its age."""
+        now = medic.clock.time()
+        checks = []
+        for state in medic.health.states():
+            last = state.last
+            checks.append(
+                {
+                    "name": state.spec.name,
+                    "enabled": state.enabled,
+                    "critical": state.spec.critical,
+                    "ok": None if last is None else last.ok,
+                    "reason": None if last is None else last.reason,
+                    "age_seconds": None if last is None else round(now - last.started_at, 3),
+                    "duration_seconds": None if last is None else round(last.duration, 6),
+                    "last_success_timestamp": state.last_success,
+                    "stuck": state.stuck,
+                }
+            )
+        return {"status": medic.health.status().value, "ready": medic.ready(), "checks": checks}
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising the caught signal after a graceful shutdown.
+
+    uvicorn re-raises SIGTERM once it has shut down, so the process would end "killed by
+    SIGTERM" (status 143); a clean, requested stop of medic exits 0.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def bind(listen: str) -> socket.socket:
+    """Bind a listening socket for HOST:PORT (port 0 picks a free one); raises OSError."""
+    host, port = split_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def bound_url(sock: socket.socket) -> str:
+    """http://host:port of a bound socket."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve(medic: Medic, sock: socket.socket) -> None:
+    """Serve until SIGTERM/SIGINT; in-flight responses get `shutdown_grace` seconds."""
+    config = uvicorn.Config(
+        create_app(medic),
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=max(1, int(medic.config.server.shutdown_grace)),
+        lifespan="on",
+    )
+    log.info("listening on %s", bound_url(sock))
+    _Server(config).run(sockets=[sock])
