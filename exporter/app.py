@@ -6,7 +6,7 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
-from exporter.checks import HealthChecker
+from exporter.checks import CheckResult, HealthChecker
 from exporter.checks.factory import build_check
 from exporter.clock import Clock, SystemClock
 from exporter.config import Config
@@ -37,9 +37,10 @@ class Medic:
         self.registry.register(HealthCollector(self.health))
         self.exposition = Exposition(self.registry, self.clock)
         self.render_loop = RenderLoop(self.exposition)
-        self.health.add_listener(self.render_loop.invalidate)
+        self.health.add_listener(self._on_check_result)
         self.scheduler = CheckScheduler(self.health)
         self._started = False
+        self._first_round_rendered = False
 
     def start(self) -> None:
         """Create the data directory, render once, and start the scheduler."""
@@ -64,5 +65,14 @@ class Medic:
         self._started = False
 
     def ready(self) -> bool:
-        """True once the first round of checks has finished."""
-        return self._started and self.health.ready()
+        """True once the first round of checks has finished and /metrics shows it."""
+        return self._started and self._first_round_rendered
+
+    def _on_check_result(self, _result: CheckResult | None) -> None:
+        if self._first_round_rendered or not self.health.ready():
+            self.render_loop.invalidate()
+            return
+        # The first complete round is rendered right here, so that "ready" means a scrape
+        # now sees every check, not a rendering the render thread has yet to publish.
+        self.exposition.render()
+        self._first_round_rendered = True

@@ -154,5 +154,8 @@ def problems_from(
         origin = (env_origin or {}).get(tuple(str(p) for p in loc))
         if origin:
             message += f" (from environment variable {origin})"
-        problems.append(Problem(_format_loc(loc), message, None if origin else _line_of(root, loc)))
+        # A bad or missing type tag is best shown on the check's `type:` line.
+        line_loc = [*loc, "type"] if error["type"].startswith("union_tag") else loc
+        line = None if origin else _line_of(root, line_loc)
+        problems.append(Problem(_format_loc(loc), message, line))
     return problems

@@ -5,14 +5,15 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from exporter.config.units import ByteSize, Duration
+from exporter.config.units import ByteSize, Duration, parse_duration
 
 DEFAULT_PORT = 9847
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_CHECK_TIMEOUT = 5.0
 
 CheckName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -57,11 +58,24 @@ class CheckBase(Strict):
 
     name: CheckName
     interval: PositiveDuration = 15.0
-    timeout: PositiveDuration = 5.0
+    timeout: PositiveDuration = DEFAULT_CHECK_TIMEOUT
     enabled: bool = True
     critical: bool = Field(
         default=False, description="a failing critical check makes the host unhealthy"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_timeout(cls, data: Any) -> Any:
+        """An unset timeout is 5s, or the interval when that is shorter."""
+        if isinstance(data, dict) and "timeout" not in data and "interval" in data:
+            try:
+                interval = float(parse_duration(data["interval"]))
+            except (TypeError, ValueError):
+                return data  # the interval's own error is reported
+            if 0 < interval < DEFAULT_CHECK_TIMEOUT:
+                return {**data, "timeout": interval}
+        return data
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> CheckBase:

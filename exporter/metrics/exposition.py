@@ -10,17 +10,30 @@ from __future__ import annotations
 import gzip
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.exposition import generate_latest as generate_text
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE_OM
 from prometheus_client.openmetrics.exposition import generate_latest as generate_om
+from prometheus_client.registry import Collector
 
 from exporter.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
+
+
+class _Snapshot(Collector):
+    """Families collected once, offered to both encoders."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +81,9 @@ class Exposition:
     def render(self) -> Rendered:
         """Render now, on the calling thread, and publish the result."""
         with self._render_lock:
-            text = generate_text(self._registry)
-            openmetrics = generate_om(self._registry)  # type: ignore[no-untyped-call]
+            snapshot = _Snapshot(list(self._registry.collect()))  # collect once, encode twice
+            text = generate_text(snapshot)
+            openmetrics = generate_om(snapshot)  # type: ignore[no-untyped-call]
             rendered = Rendered(
                 text,
                 gzip.compress(text, compresslevel=6, mtime=0),

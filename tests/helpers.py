@@ -1,0 +1,111 @@
+"""Shared test helpers: bounded waiting, a fake clock, real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import uvicorn
+
+from exporter.app import Medic
+from exporter.server import _Server, bind, bound_url, create_app
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:
+    """Poll predicate until it is truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.01)
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+        self.mono = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.mono += seconds
+
+
+@contextmanager
+def serving(medic: Medic) -> Iterator[str]:
+    """Run medic's real ASGI app under uvicorn on 127.0.0.1 (free port) in a thread."""
+    sock = bind("127.0.0.1:0")
+    config = uvicorn.Config(
+        create_app(medic), log_config=None, access_log=False, timeout_graceful_shutdown=1
+    )
+    server = _Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, what="uvicorn to start")
+        yield bound_url(sock)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        assert not thread.is_alive(), "server thread did not stop"
+
+
+class MedicProcess:
+    """A real `medic run` subprocess; its log goes to a file the test can read."""
+
+    LISTENING = re.compile(r"listening on (http://\S+)")
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        full_env = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "run", "--listen", "127.0.0.1:0", *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+        self.url = ""
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_listening(self, timeout: float = 15.0) -> str:
+        def listening() -> str | None:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"medic exited {self.proc.returncode}:\n{self.log()}")
+            match = self.LISTENING.search(self.log())
+            return match.group(1) if match else None
+
+        self.url = str(wait_until(listening, timeout, "medic to listen"))
+        return self.url
+
+    def terminate(self, timeout: float = 5.0) -> int:
+        """SIGTERM and wait at most `timeout` for the exit status."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self._log.close()

@@ -1,0 +1,133 @@
+"""The command line: exit codes, messages, and a real `medic run` process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from exporter.cli import main
+from exporter.version import __version__
+from tests.helpers import MedicProcess, wait_until
+
+FIXTURES = Path(__file__).parent / "fixtures" / "config"
+
+
+def medic(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out == f"medic {__version__}\n"
+
+
+def test_check_config_valid_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(FIXTURES / "valid.yml")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{FIXTURES / 'valid.yml'}: OK\n")
+    assert "checks: 4" in out
+
+
+def test_check_config_invalid_lists_every_problem_and_exits_1() -> None:
+    result = medic("check-config", str(FIXTURES / "many_problems.yml"))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 6
+    assert all(line.startswith(str(FIXTURES / "many_problems.yml:")) for line in lines)
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--config", "/nonexistent/medic.yml"], "cannot read config file"),
+        (["run", "--listen", "nowhere"], "server.listen: listen address 'nowhere'"),
+        (["run", "--config", str(FIXTURES / "negative_interval.yml")], "must be greater than 0"),
+    ],
+)
+def test_run_with_a_user_mistake_exits_1_with_one_clear_line(args: list[str], message: str) -> None:
+    result = medic(*args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr and "listening" not in result.stderr
+
+
+def test_run_on_a_port_in_use_exits_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = medic(
+            "run", "--listen", f"127.0.0.1:{port}", env={"MEDIC_DATA_DIR": str(tmp_path)}
+        )
+    assert result.returncode == 1
+    assert f"medic: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert medic("frobnicate").returncode == 2
+    assert medic().returncode == 2
+
+
+def test_default_config_serves_the_promised_metrics(
+    medic_process: type[MedicProcess], tmp_path: Path
+) -> None:
+    proc = medic_process([], env={"MEDIC_DATA_DIR": str(tmp_path / "data")})
+    url = proc.wait_listening()
+    wait_until(lambda: httpx.get(f"{url}/-/ready").status_code == 200, what="ready")
+    text = httpx.get(f"{url}/metrics").text
+    for name in (
+        "medic_host_memory_available_bytes",
+        "medic_filesystem_avail_bytes",
+        "medic_check_success",
+    ):
+        assert f"\n{name}" in text, name
+    assert (tmp_path / "data").is_dir()
+    assert proc.terminate() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_exits_0_promptly_on_a_signal_while_a_check_is_hung(
+    medic_process: type[MedicProcess], tmp_path: Path, sig: signal.Signals
+) -> None:
+    fifo = tmp_path / "model.bin"
+    os.mkfifo(fifo)  # opening it blocks forever: a real hang inside the check
+    config = tmp_path / "medic.yml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\n"
+        "checks:\n"
+        "  - {name: host_memory, type: host_memory, interval: 1s, min_available_ratio: 0}\n"
+        f"  - {{name: model, type: path, path: {fifo}, interval: 1s, timeout: 300ms}}\n"
+    )
+    proc = medic_process(["--config", str(config)])
+    url = proc.wait_listening()
+
+    def stuck() -> bool:
+        return 'medic_check_stuck{check="model"} 1.0' in httpx.get(f"{url}/metrics").text
+
+    wait_until(stuck, what="the model check to be stuck")
+    response = httpx.get(f"{url}/metrics", timeout=2)
+    assert response.status_code == 200
+    assert 'medic_check_success{check="host_memory"} 1.0' in response.text
+    started = time.monotonic()
+    proc.proc.send_signal(sig)
+    assert proc.proc.wait(timeout=5) == 0
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in proc.log()

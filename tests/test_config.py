@@ -1,0 +1,151 @@
+"""Config validation: each kind of mistake names its field, line and reason; nothing else runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter.config import (
+    ConfigError,
+    DiskCheckConfig,
+    HostMemoryCheckConfig,
+    PathCheckConfig,
+    default_config,
+    load_config,
+    parse_config,
+    summarize,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "config"
+
+
+def problems(name: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(FIXTURES / name, env={})
+    return [line.removeprefix(f"{FIXTURES}/") for line in str(info.value).splitlines()]
+
+
+def test_valid_file_loads_every_check_type() -> None:
+    config = load_config(FIXTURES / "valid.yml", env={})
+    kinds = [type(c) for c in config.checks]
+    assert kinds == [HostMemoryCheckConfig, DiskCheckConfig, PathCheckConfig, PathCheckConfig]
+    disk = config.checks[1]
+    assert isinstance(disk, DiskCheckConfig)
+    assert disk.min_avail_bytes == 2**30
+    voices = config.checks[3]
+    assert voices.interval == 60.0 and voices.timeout == 2.0
+    assert config.checks[2].critical is True
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        ("wrong_type.yml", "wrong_type.yml:4: checks[0].interval: invalid duration 'often'"),
+        (
+            "unknown_key.yml",
+            "unknown_key.yml:5: checks[0].min_avail_ratoi: unknown key "
+            "(did you mean 'min_avail_ratio'?)",
+        ),
+        ("negative_interval.yml", "negative_interval.yml:10: checks[2].interval: must be greater"),
+        (
+            "unknown_check_type.yml",
+            "unknown_check_type.yml:3: checks[0]: unknown type 'cuda_magic'",
+        ),
+        (
+            "duplicate_name.yml",
+            "duplicate_name.yml:1: checks: name 'disk' is used by checks[0] and checks[1]",
+        ),
+        ("duplicate_key.yml", "duplicate_key.yml:2: log_level: duplicate key"),
+        ("invalid_yaml.yml", "invalid_yaml.yml:4: invalid YAML"),
+        (
+            "timeout_over_interval.yml",
+            "timeout_over_interval.yml:2: checks[0]: timeout (10s) must not exceed interval (1s)",
+        ),
+        (
+            "bad_listen.yml",
+            "bad_listen.yml:2: server.listen: listen address 'everywhere' must be HOST:PORT",
+        ),
+        ("not_a_mapping.yml", "not_a_mapping.yml:1: the top level must be a mapping"),
+    ],
+)
+def test_each_mistake_is_named_with_its_location(fixture: str, expected: str) -> None:
+    lines = problems(fixture)
+    assert any(line.startswith(expected) for line in lines), lines
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    lines = problems("many_problems.yml")
+    assert len(lines) == 6, lines
+    joined = "\n".join(lines)
+    assert "many_problems.yml:2: server.listen: port 99999 is out of range" in joined
+    assert "many_problems.yml:3: server.lisen: unknown key (did you mean 'listen'?)" in joined
+    assert "many_problems.yml:4: log_level: input should be" in joined
+    assert "many_problems.yml:8: checks[1].name: must start with a letter" in joined
+    assert "many_problems.yml:10: checks[1].min_available_ratio: must be at most 1" in joined
+    assert "many_problems.yml:11: checks[2].path: required" in joined
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file: No such file"):
+        load_config(tmp_path / "absent.yml")
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    # A directory is unreadable as a file even for root, which ignores permission bits.
+    with pytest.raises(ConfigError, match="cannot read config file: Is a directory"):
+        load_config(tmp_path)
+
+
+def test_environment_overrides_the_file_and_errors_name_the_variable(tmp_path: Path) -> None:
+    path = tmp_path / "medic.yml"
+    path.write_text("server:\n  listen: 127.0.0.1:1234\n")
+    config = load_config(path, env={"MEDIC_LISTEN": "0.0.0.0:9000", "MEDIC_DATA_DIR": "/srv/m"})
+    assert config.server.listen == "0.0.0.0:9000"
+    assert config.data_dir == Path("/srv/m")
+    with pytest.raises(ConfigError, match=r"\(from environment variable MEDIC_LISTEN\)"):
+        load_config(path, env={"MEDIC_LISTEN": "nowhere"})
+
+
+def test_default_config_watches_memory_root_and_data_dir() -> None:
+    config = default_config(env={"MEDIC_DATA_DIR": "/srv/medic"})
+    assert [(c.type, getattr(c, "path", None)) for c in config.checks] == [
+        ("host_memory", None),
+        ("disk", Path("/")),
+        ("disk", Path("/srv/medic")),
+    ]
+    assert config.server.listen == "127.0.0.1:9847"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("250ms", 0.25), ("15s", 15.0), ("1m30s", 90.0), ("2h", 7200.0), ("1.5", 1.5), ("1d", 86400)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    config = parse_config(
+        f"checks: [{{name: m, type: host_memory, interval: '{text}', timeout: 0.1}}]", env={}
+    )
+    assert config.checks[0].interval == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("512", 512), ("1KiB", 1024), ("2MB", 2_000_000), ("1.5GiB", 3 * 2**29)]
+)
+def test_sizes(text: str, size: int) -> None:
+    config = parse_config(f"checks: [{{name: d, type: disk, path: /, min_avail_bytes: {text}}}]")
+    assert config.checks[0].min_avail_bytes == size  # type: ignore[union-attr]
+
+
+def test_empty_file_means_no_checks() -> None:
+    assert parse_config("", env={}).checks == []
+
+
+def test_summary_lists_checks() -> None:
+    text = summarize(load_config(FIXTURES / "valid.yml", env={}))
+    assert "checks: 4" in text
+    assert "model_weights: path /models/tts/model.safetensors every 15s, timeout 5s" in text
+
+
+def test_default_timeout_shrinks_to_a_short_interval() -> None:
+    config = parse_config("checks: [{name: m, type: host_memory, interval: 1s}]", env={})
+    assert config.checks[0].timeout == 1.0
