@@ -122,7 +122,9 @@ def bind(listen: str) -> socket.socket:
     """Bind a listening socket for HOST:PORT (port 0 picks a free one); raises OSError."""
     host, port = split_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets only then, and
+    # without it Nagle + delayed ACK add ~40 ms to every keep-alive scrape.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

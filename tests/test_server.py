@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,3 +185,14 @@ def test_registration_never_collects() -> None:
     assert calls == []
     medic.exposition.render()
     assert calls == [1]
+
+
+def test_listening_socket_is_tcp_so_asyncio_sets_nodelay() -> None:
+    # With proto 0 asyncio skips TCP_NODELAY, and keep-alive scrapes stall ~40 ms each.
+    from exporter.server import bind
+
+    sock = bind("127.0.0.1:0")
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
