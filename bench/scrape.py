@@ -159,7 +159,8 @@ def main() -> None:
         ("text, identity", 16, c16_plain),
         ("OpenMetrics, gzip (Prometheus' headers)", 16, c16_prom),
     ):
-        print(f"| {label} | {conc} | {res['p50_ms']:.3f} | {res['p99_ms']:.3f} | {res['rps']:.0f} |")
+        p50, p99, rps = res["p50_ms"], res["p99_ms"], res["rps"]
+        print(f"| {label} | {conc} | {p50:.3f} | {p99:.3f} | {rps:.0f} |")
 
 
 if __name__ == "__main__":

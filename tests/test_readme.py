@@ -17,5 +17,5 @@ def test_python_example_runs(
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     assert blocks
     for block in blocks:
-        exec(compile(block, str(README), "exec"), {})  # noqa: S102 - our own documentation
+        exec(compile(block, str(README), "exec"), {})  # our own documentation
     assert "True" in capsys.readouterr().out
