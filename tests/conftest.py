@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,15 +23,15 @@ def config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-def medic_process(tmp_path: Path) -> Iterator[type[MedicProcess]]:
+def medic_process(tmp_path: Path) -> Iterator[Callable[..., MedicProcess]]:
     """Start real `medic run` processes; every one is killed at teardown."""
     started: list[MedicProcess] = []
 
-    class Tracked(MedicProcess):
-        def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-            super().__init__(args, tmp_path / f"medic-{len(started)}.log", env)
-            started.append(self)
+    def start(args: list[str], env: dict[str, str] | None = None) -> MedicProcess:
+        proc = MedicProcess(args, tmp_path / f"medic-{len(started)}.log", env)
+        started.append(proc)
+        return proc
 
-    yield Tracked  # type: ignore[misc]
+    yield start
     for proc in started:
         proc.stop()

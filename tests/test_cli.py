@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -87,7 +88,7 @@ def test_usage_errors_exit_2() -> None:
 
 
 def test_default_config_serves_the_promised_metrics(
-    medic_process: type[MedicProcess], tmp_path: Path
+    medic_process: Callable[..., MedicProcess], tmp_path: Path
 ) -> None:
     proc = medic_process([], env={"MEDIC_DATA_DIR": str(tmp_path / "data")})
     url = proc.wait_listening()
@@ -105,7 +106,7 @@ def test_default_config_serves_the_promised_metrics(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_exits_0_promptly_on_a_signal_while_a_check_is_hung(
-    medic_process: type[MedicProcess], tmp_path: Path, sig: signal.Signals
+    medic_process: Callable[..., MedicProcess], tmp_path: Path, sig: signal.Signals
 ) -> None:
     fifo = tmp_path / "model.bin"
     os.mkfifo(fifo)  # opening it blocks forever: a real hang inside the check

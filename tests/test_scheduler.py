@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from exporter.checks import CheckSpec, HealthChecker
 from exporter.scheduler import CheckScheduler
@@ -13,9 +14,14 @@ from tests.helpers import wait_until
 def test_a_hung_check_does_not_stop_the_others_and_stop_does_not_wait_for_it() -> None:
     release = threading.Event()
     runs: list[float] = []
+
+    def tick() -> bool:
+        runs.append(time.monotonic())
+        return True
+
     health = HealthChecker()
     health.register(CheckSpec("hang", release.wait, interval=0.2, timeout=0.1))
-    health.register(CheckSpec("tick", lambda: runs.append(1.0) or True, interval=0.1))
+    health.register(CheckSpec("tick", tick, interval=0.1))
     scheduler = CheckScheduler(health)
     scheduler.start()
     try:
@@ -34,9 +40,17 @@ def test_a_hung_check_does_not_stop_the_others_and_stop_does_not_wait_for_it() -
 
 def test_first_round_runs_at_start_and_disabled_checks_do_not_run() -> None:
     ran: list[str] = []
+
+    def probe(name: str) -> Callable[[], bool]:
+        def run() -> bool:
+            ran.append(name)
+            return True
+
+        return run
+
     health = HealthChecker()
-    health.register(CheckSpec("a", lambda: ran.append("a") or True, interval=3600))
-    health.register(CheckSpec("b", lambda: ran.append("b") or True, interval=3600, enabled=False))
+    health.register(CheckSpec("a", probe("a"), interval=3600))
+    health.register(CheckSpec("b", probe("b"), interval=3600, enabled=False))
     scheduler = CheckScheduler(health)
     scheduler.start()
     try:

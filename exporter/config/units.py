@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -22,7 +23,7 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 15s, 500ms or 1m, not a boolean")
     if isinstance(value, int | float):
-        return float(value)
+        return _finite(float(value), value)
     if not isinstance(value, str):
         return value
     text = value.strip()
@@ -34,12 +35,18 @@ def parse_duration(value: Any) -> Any:
         pos = match.end()
     if pos == 0 or pos != len(text):
         try:
-            return float(text)
+            return _finite(float(text), value)
         except ValueError:
             raise ValueError(
                 f"invalid duration {value!r}: use a number of seconds or units ms, s, m, h, d"
             ) from None
     return total
+
+
+def _finite(seconds: float, original: Any) -> float:
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {original!r}: must be a finite number of seconds")
+    return seconds
 
 
 def parse_size(value: Any) -> Any:

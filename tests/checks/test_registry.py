@@ -74,8 +74,13 @@ def test_status_is_unhealthy_only_when_a_critical_check_fails() -> None:
 
 def test_disable_removes_the_result_and_skips_scheduled_runs() -> None:
     calls: list[int] = []
+
+    def probe() -> bool:
+        calls.append(1)
+        return True
+
     health = HealthChecker()
-    health.register_probe("c", lambda: calls.append(1) or True)
+    health.register_probe("c", probe)
     health.run("c")
     health.disable("c")
     assert health.results() == {} and health.ready()
