@@ -9,8 +9,15 @@ from prometheus_client import CollectorRegistry
 from exporter.checks import CheckResult, HealthChecker
 from exporter.checks.factory import build_check
 from exporter.clock import Clock, SystemClock
-from exporter.config import Config
-from exporter.metrics import ExporterCollector, Exposition, HealthCollector, RenderLoop
+from exporter.config import Config, GpuCheckConfig
+from exporter.gpu.xid import XidWatcher
+from exporter.metrics import (
+    ExporterCollector,
+    Exposition,
+    HealthCollector,
+    RenderLoop,
+    XidCollector,
+)
 from exporter.scheduler import CheckScheduler
 from exporter.version import __version__
 
@@ -31,12 +38,17 @@ class Medic:
         self.clock = clock or SystemClock()
         self.health = HealthChecker(self.clock)
         for check in config.checks:
-            self.health.register(build_check(check))
+            self.health.register(build_check(check, self.clock))
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.registry.register(ExporterCollector(__version__))
         self.registry.register(HealthCollector(self.health))
         self.exposition = Exposition(self.registry, self.clock)
         self.render_loop = RenderLoop(self.exposition)
+        gpu = next((c for c in config.checks if isinstance(c, GpuCheckConfig)), None)
+        self.xid: XidWatcher | None = None
+        if gpu is not None and gpu.enabled and gpu.xid_events:
+            self.xid = XidWatcher(gpu.nvml_module, on_change=self.render_loop.invalidate)
+            self.registry.register(XidCollector(self.xid))
         self.health.add_listener(self._on_check_result)
         self.scheduler = CheckScheduler(self.health)
         self._started = False
@@ -51,6 +63,8 @@ class Medic:
         except OSError as exc:
             log.error("cannot create data directory %s: %s", self.config.data_dir, exc.strerror)
         self.render_loop.start()
+        if self.xid is not None:
+            self.xid.start()
         self.scheduler.start()
         self._started = True
         log.info("medic %s started with %d checks", __version__, len(self.health.names()))
@@ -61,6 +75,8 @@ class Medic:
             return
         self.scheduler.stop()
         self.health.close()
+        if self.xid is not None:
+            self.xid.stop()
         self.render_loop.stop()
         self._started = False
 

@@ -132,7 +132,6 @@ def bind(listen: str) -> socket.socket:
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
     return sock
 
 

@@ -107,10 +107,11 @@ def test_environment_overrides_the_file_and_errors_name_the_variable(tmp_path: P
         load_config(path, env={"MEDIC_LISTEN": "nowhere"})
 
 
-def test_default_config_watches_memory_root_and_data_dir() -> None:
+def test_default_config_watches_memory_gpus_root_and_data_dir() -> None:
     config = default_config(env={"MEDIC_DATA_DIR": "/srv/medic"})
     assert [(c.type, getattr(c, "path", None)) for c in config.checks] == [
         ("host_memory", None),
+        ("gpu", None),
         ("disk", Path("/")),
         ("disk", Path("/srv/medic")),
     ]

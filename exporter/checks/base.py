@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,23 @@ class Observation:
 
 ProbeResult = Observation | bool | None
 Probe = Callable[[], ProbeResult]
+
+
+@runtime_checkable
+class ManagedProbe(Protocol):
+    """A probe that owns something (a helper process) and can say it is stuck on it."""
+
+    def __call__(self) -> ProbeResult:
+        """Run once."""
+        ...
+
+    def stuck(self) -> bool:
+        """True while an abandoned call of this probe has not returned."""
+        ...
+
+    def close(self) -> None:
+        """Release what it owns without waiting on anything that may hang."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,24 @@ from exporter.checks.base import CheckSpec, Probe
 from exporter.checks.disk import DiskCheck
 from exporter.checks.host import HostMemoryCheck
 from exporter.checks.paths import PathCheck
-from exporter.config import CheckConfig, DiskCheckConfig, HostMemoryCheckConfig, PathCheckConfig
+from exporter.clock import Clock
+from exporter.config import (
+    CheckConfig,
+    DiskCheckConfig,
+    GpuCheckConfig,
+    HostMemoryCheckConfig,
+    PathCheckConfig,
+    TorchCheckConfig,
+)
+from exporter.gpu.check import GpuCheck
+from exporter.gpu.torch_memory import TorchMemoryCheck
+
+# The GPU probe bounds its helper's answer by the check timeout itself; the runner's own
+# deadline sits a little later so that the probe, which knows to abandon the helper, wins.
+GPU_RUNNER_MARGIN = 1.0
 
 
-def build_probe(config: CheckConfig) -> Probe:
+def build_probe(config: CheckConfig, clock: Clock | None = None) -> Probe:
     """The probe a check config describes."""
     if isinstance(config, HostMemoryCheckConfig):
         return HostMemoryCheck(config.min_available_ratio, config.min_available_bytes)
@@ -19,16 +33,28 @@ def build_probe(config: CheckConfig) -> Probe:
         return PathCheck(
             config.path, config.kind, config.min_size, config.readable, config.non_empty
         )
+    if isinstance(config, GpuCheckConfig):
+        return GpuCheck(
+            expected=config.expected,
+            processes=config.processes,
+            timeout=config.timeout,
+            max_memory_used_ratio=config.max_memory_used_ratio,
+            nvml_module=config.nvml_module,
+            clock=clock,
+        )
+    if isinstance(config, TorchCheckConfig):
+        return TorchMemoryCheck()
     raise TypeError(f"no probe for check type {type(config).__name__}")
 
 
-def build_check(config: CheckConfig) -> CheckSpec:
+def build_check(config: CheckConfig, clock: Clock | None = None) -> CheckSpec:
     """A CheckSpec ready to register with a HealthChecker."""
+    margin = GPU_RUNNER_MARGIN if isinstance(config, GpuCheckConfig) else 0.0
     return CheckSpec(
         name=config.name,
-        probe=build_probe(config),
+        probe=build_probe(config, clock),
         interval=config.interval,
-        timeout=config.timeout,
+        timeout=config.timeout + margin,
         critical=config.critical,
         enabled=config.enabled,
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from exporter.checks.base import (
     CheckResult,
     CheckSpec,
+    ManagedProbe,
     Observation,
     Probe,
     ProbeResult,
@@ -181,7 +182,8 @@ class HealthChecker:
                     self._enabled[name],
                     self._last.get(name),
                     self._last_success.get(name),
-                    self._runner.stuck(name),
+                    self._runner.stuck(name)
+                    or (isinstance(spec.probe, ManagedProbe) and spec.probe.stuck()),
                 )
                 for name, spec in self._specs.items()
             ]
@@ -203,8 +205,16 @@ class HealthChecker:
             return all(n in self._last for n, on in self._enabled.items() if on)
 
     def close(self) -> None:
-        """Free every caller waiting on a check (shutdown); later runs report "shutdown"."""
+        """Free every caller waiting on a check and release probes' helpers (shutdown)."""
         self._runner.close()
+        with self._lock:
+            probes = [spec.probe for spec in self._specs.values()]
+        for probe in probes:
+            if isinstance(probe, ManagedProbe):
+                try:
+                    probe.close()
+                except Exception:
+                    log.exception("closing a probe failed")
 
     # --- internals ----------------------------------------------------------------------
     def _require(self, name: str) -> CheckSpec:

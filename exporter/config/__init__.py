@@ -15,9 +15,11 @@ from exporter.config.models import (
     CheckConfig,
     Config,
     DiskCheckConfig,
+    GpuCheckConfig,
     HostMemoryCheckConfig,
     PathCheckConfig,
     ServerConfig,
+    TorchCheckConfig,
     default_data_dir,
     is_loopback,
     split_listen,
@@ -29,10 +31,12 @@ __all__ = [
     "Config",
     "ConfigError",
     "DiskCheckConfig",
+    "GpuCheckConfig",
     "HostMemoryCheckConfig",
     "PathCheckConfig",
     "Problem",
     "ServerConfig",
+    "TorchCheckConfig",
     "default_config",
     "is_loopback",
     "load_config",
@@ -53,6 +57,7 @@ def _default_raw(data_dir: str) -> dict[str, Any]:
     return {
         "checks": [
             {"name": "host_memory", "type": "host_memory"},
+            {"name": "gpu", "type": "gpu"},
             {"name": "disk_root", "type": "disk", "path": "/"},
             {"name": "disk_data", "type": "disk", "path": data_dir},
         ]

@@ -101,6 +101,8 @@ def _fields_at(model: type[BaseModel], loc: Sequence[str | int], data: Any) -> l
             "host_memory": models.HostMemoryCheckConfig,
             "disk": models.DiskCheckConfig,
             "path": models.PathCheckConfig,
+            "gpu": models.GpuCheckConfig,
+            "torch": models.TorchCheckConfig,
         }
         return list(by_type[kind].model_fields) if kind in by_type else []
     current: type[BaseModel] | None = model

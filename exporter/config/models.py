@@ -114,8 +114,32 @@ class PathCheckConfig(CheckBase):
     non_empty: bool = Field(default=False, description="directories only: at least one entry")
 
 
+class GpuCheckConfig(CheckBase):
+    """Every GPU through NVML, read in a helper process that is abandoned if it hangs."""
+
+    type: Literal["gpu"]
+    expected: int = Field(default=0, ge=0, description="GPUs that should be visible; 0: any")
+    processes: bool = Field(default=False, description="export per-process GPU memory")
+    xid_events: bool = Field(default=True, description="count XID errors from NVML events")
+    max_memory_used_ratio: Ratio = Field(
+        default=1.0, description="fail when a GPU's used+reserved memory passes this ratio"
+    )
+    nvml_module: str = Field(
+        default="pynvml",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$",
+        description="module with nvidia-ml-py's API; exporter.gpu.fakenvml for demos",
+    )
+
+
+class TorchCheckConfig(CheckBase):
+    """torch CUDA allocator memory, when medic is embedded in a process that uses CUDA."""
+
+    type: Literal["torch"]
+
+
 CheckConfig = Annotated[
-    HostMemoryCheckConfig | DiskCheckConfig | PathCheckConfig, Field(discriminator="type")
+    HostMemoryCheckConfig | DiskCheckConfig | PathCheckConfig | GpuCheckConfig | TorchCheckConfig,
+    Field(discriminator="type"),
 ]
 
 
@@ -155,4 +179,7 @@ class Config(Strict):
                     f"name {check.name!r} is used by checks[{earlier}] and checks[{index}]"
                 )
             first[check.name] = index
+        gpu_checks = [i for i, check in enumerate(checks) if check.type == "gpu"]
+        if len(gpu_checks) > 1:
+            raise ValueError(f"only one gpu check is allowed (checks{gpu_checks})")
         return checks

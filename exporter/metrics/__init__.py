@@ -2,5 +2,13 @@
 
 from exporter.metrics.exposition import Exposition, Rendered, RenderLoop
 from exporter.metrics.families import ExporterCollector, HealthCollector
+from exporter.metrics.gpu import XidCollector
 
-__all__ = ["ExporterCollector", "Exposition", "HealthCollector", "RenderLoop", "Rendered"]
+__all__ = [
+    "ExporterCollector",
+    "Exposition",
+    "HealthCollector",
+    "RenderLoop",
+    "Rendered",
+    "XidCollector",
+]

@@ -9,6 +9,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.checks import CheckState, FilesystemUsage, HealthChecker, HostMemory, PathPresence
+from exporter.gpu.facts import GpuDevice, NvmlState, TorchMemory
+from exporter.metrics.gpu import device_families, nvml_families, torch_families
 
 FactFamilies = Callable[[str, list[Any]], Iterable[Metric]]
 """Given a check name and its facts of one type, yield metric families."""
@@ -63,6 +65,9 @@ FACT_FAMILIES: dict[type, FactFamilies] = {
     HostMemory: _host_memory,
     FilesystemUsage: _filesystems,
     PathPresence: _paths,
+    NvmlState: nvml_families,
+    GpuDevice: device_families,
+    TorchMemory: torch_families,
 }
 """How each kind of fact becomes metrics; new check families add their entry here."""
 

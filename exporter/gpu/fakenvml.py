@@ -1,0 +1,264 @@
+"""A stand-in for nvidia-ml-py's `pynvml` on machines without a GPU (tests, demos).
+
+It has the binding's functions with the same signatures, and re-exports the binding's own
+constants, error classes and ctypes structs, so code written against it runs unchanged on
+real NVML. Its state is a JSON file named by $MEDIC_FAKE_NVML, read on every call, so a test
+can change it while medic runs:
+
+    {"driver": "550.54.15", "memory_v2": true, "init_error": null, "library": true,
+     "hang": ["nvmlDeviceGetMemoryInfo"],
+     "gpus": [{"uuid": "GPU-…", "name": "NVIDIA H100 80GB HBM3", "total": 85899345920,
+               "used": 1073741824, "free": 84222648320, "reserved": 603979776,
+               "utilization": 37, "temperature": 45, "power_mw": 250000, "energy_mj": 1200000,
+               "unsupported": ["temperature"], "lost": false, "present": true,
+               "processes": [{"pid": 4242, "name": "python3", "used": 1073741824}]}],
+     "xid_events": [{"gpu": 0, "xid": 79}]}
+
+A function listed in "hang" blocks until it is removed from the list (a wedged driver).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pynvml as _real
+
+# The binding's own names, so `except fake.NVMLError_GpuIsLost` is the real class.
+NVMLError = _real.NVMLError
+for _name in dir(_real):
+    if _name.startswith(("NVML_", "NVMLError_", "nvmlMemory_v", "nvmlEventType", "c_nvml")):
+        globals()[_name] = getattr(_real, _name)
+nvmlMemory_v2 = _real.nvmlMemory_v2
+nvmlEventTypeXidCriticalError = _real.nvmlEventTypeXidCriticalError
+NVML_TEMPERATURE_GPU = _real.NVML_TEMPERATURE_GPU
+
+ENV = "MEDIC_FAKE_NVML"
+_LIB = {"initialised": False}  # the binding keeps this state in the C library
+
+
+def _state() -> dict[str, Any]:
+    path = os.environ.get(ENV)
+    if not path:
+        return {"gpus": []}
+    with open(path, encoding="utf-8") as handle:
+        state: dict[str, Any] = json.load(handle)
+        return state
+
+
+def _enter(function: str, needs_init: bool = True) -> dict[str, Any]:
+    state = _state()
+    while function in state.get("hang", []):
+        time.sleep(0.02)
+        state = _state()
+    if needs_init and not _LIB["initialised"]:
+        raise NVMLError(_real.NVML_ERROR_UNINITIALIZED)
+    return state
+
+
+@dataclass(frozen=True)
+class _Device:
+    index: int
+    uuid: str
+
+
+@dataclass
+class _EventSet:
+    devices: set[str] = field(default_factory=set)
+    seen: int = 0
+
+
+def _visible(state: dict[str, Any]) -> list[dict[str, Any]]:
+    return [g for g in state.get("gpus", []) if g.get("present", True)]
+
+
+def _gpu(handle: _Device, field_name: str | None = None) -> dict[str, Any]:
+    state = _state()
+    for gpu in _visible(state):
+        if gpu["uuid"] == handle.uuid:
+            if gpu.get("lost"):
+                raise NVMLError(_real.NVML_ERROR_GPU_IS_LOST)
+            if field_name is not None and field_name in gpu.get("unsupported", []):
+                raise NVMLError(_real.NVML_ERROR_NOT_SUPPORTED)
+            return gpu
+    raise NVMLError(_real.NVML_ERROR_GPU_IS_LOST)
+
+
+def nvmlInit() -> None:
+    """Initialise; fails like the binding when the library or driver is missing."""
+    state = _enter("nvmlInit", needs_init=False)
+    if not state.get("library", True):
+        raise NVMLError(_real.NVML_ERROR_LIBRARY_NOT_FOUND)
+    if state.get("init_error"):
+        raise NVMLError(int(state["init_error"]))
+    _LIB["initialised"] = True
+
+
+def nvmlShutdown() -> None:
+    """Release NVML."""
+    _enter("nvmlShutdown")
+    _LIB["initialised"] = False
+
+
+def nvmlSystemGetDriverVersion() -> str:
+    """The driver version string."""
+    return str(_enter("nvmlSystemGetDriverVersion").get("driver", "550.54.15"))
+
+
+def nvmlDeviceGetCount() -> int:
+    """Number of visible GPUs."""
+    return len(_visible(_enter("nvmlDeviceGetCount")))
+
+
+def nvmlDeviceGetHandleByIndex(index: int) -> _Device:
+    """A handle for the GPU at index."""
+    gpus = _visible(_enter("nvmlDeviceGetHandleByIndex"))
+    if not 0 <= index < len(gpus):
+        raise NVMLError(_real.NVML_ERROR_INVALID_ARGUMENT)
+    handle = _Device(index, gpus[index]["uuid"])
+    _gpu(handle)
+    return handle
+
+
+def nvmlDeviceGetUUID(handle: _Device) -> str:
+    """The GPU-… UUID."""
+    _enter("nvmlDeviceGetUUID")
+    return str(_gpu(handle)["uuid"])
+
+
+def nvmlDeviceGetName(handle: _Device) -> str:
+    """The product name."""
+    _enter("nvmlDeviceGetName")
+    return str(_gpu(handle, "name").get("name", "NVIDIA Fake GPU"))
+
+
+def nvmlDeviceGetMemoryInfo(handle: _Device, version: int | None = None) -> Any:
+    """v1 (reserved counted in used) or v2 (reserved apart), as the real structs."""
+    state = _enter("nvmlDeviceGetMemoryInfo")
+    gpu = _gpu(handle, "memory")
+    if not version:
+        return _real.c_nvmlMemory_t(gpu["total"], gpu["free"], gpu["used"] + gpu["reserved"])
+    if not state.get("memory_v2", True):
+        raise NVMLError(_real.NVML_ERROR_FUNCTION_NOT_FOUND)
+    if version != _real.nvmlMemory_v2:
+        raise NVMLError(_real.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
+    return _real.c_nvmlMemory_v2_t(version, gpu["total"], gpu["reserved"], gpu["free"], gpu["used"])
+
+
+def nvmlDeviceGetUtilizationRates(handle: _Device) -> Any:
+    """GPU and memory-controller utilisation in percent."""
+    _enter("nvmlDeviceGetUtilizationRates")
+    gpu = _gpu(handle, "utilization")
+    return _real.c_nvmlUtilization_t(gpu.get("utilization", 0), gpu.get("memory_util", 0))
+
+
+def nvmlDeviceGetTemperature(handle: _Device, sensor: int) -> int:
+    """Core temperature in °C."""
+    _enter("nvmlDeviceGetTemperature")
+    if sensor != _real.NVML_TEMPERATURE_GPU:
+        raise NVMLError(_real.NVML_ERROR_INVALID_ARGUMENT)
+    return int(_gpu(handle, "temperature").get("temperature", 40))
+
+
+def nvmlDeviceGetPowerUsage(handle: _Device) -> int:
+    """Power draw in milliwatts."""
+    _enter("nvmlDeviceGetPowerUsage")
+    return int(_gpu(handle, "power").get("power_mw", 100_000))
+
+
+def nvmlDeviceGetTotalEnergyConsumption(handle: _Device) -> int:
+    """Energy since the driver loaded, in millijoules."""
+    _enter("nvmlDeviceGetTotalEnergyConsumption")
+    return int(_gpu(handle, "energy").get("energy_mj", 0))
+
+
+class _ProcessInfo:
+    def __init__(self, pid: int, used: int | None) -> None:
+        self.pid, self.usedGpuMemory = pid, used
+        self.gpuInstanceId = self.computeInstanceId = 0xFFFFFFFF
+
+
+def nvmlDeviceGetComputeRunningProcesses(handle: _Device) -> list[_ProcessInfo]:
+    """Compute processes; usedGpuMemory is None when the driver cannot tell."""
+    _enter("nvmlDeviceGetComputeRunningProcesses")
+    procs = _gpu(handle, "processes").get("processes", [])
+    return [_ProcessInfo(p["pid"], p.get("used")) for p in procs]
+
+
+def nvmlSystemGetProcessName(pid: int) -> str:
+    """Name of a process using a GPU."""
+    state = _enter("nvmlSystemGetProcessName")
+    for gpu in _visible(state):
+        for proc in gpu.get("processes", []):
+            if proc["pid"] == pid:
+                return str(proc["name"])
+    raise NVMLError(_real.NVML_ERROR_NOT_FOUND)
+
+
+def nvmlEventSetCreate() -> _EventSet:
+    """An empty event set; it sees only events recorded after it was created."""
+    state = _enter("nvmlEventSetCreate")
+    return _EventSet(seen=len(state.get("xid_events", [])))
+
+
+def nvmlDeviceRegisterEvents(handle: _Device, eventTypes: int, eventSet: _EventSet) -> None:
+    """Subscribe the set to a device's events."""
+    _enter("nvmlDeviceRegisterEvents")
+    _gpu(handle, "events")
+    eventSet.devices.add(handle.uuid)
+
+
+class _EventData:
+    def __init__(self, device: _Device, event_type: int, data: int) -> None:
+        self.device, self.eventType, self.eventData = device, event_type, data
+        self.gpuInstanceId = self.computeInstanceId = 0xFFFFFFFF
+
+
+def nvmlEventSetWait(eventSet: _EventSet, timeoutms: int) -> _EventData:
+    """The next event, or NVMLError_Timeout after timeoutms."""
+    deadline = time.monotonic() + timeoutms / 1000
+    while True:
+        state = _enter("nvmlEventSetWait")
+        events = state.get("xid_events", [])
+        gpus = _visible(state)
+        while eventSet.seen < len(events):
+            event = events[eventSet.seen]
+            eventSet.seen += 1
+            index = int(event["gpu"])
+            if index < len(gpus) and gpus[index]["uuid"] in eventSet.devices:
+                device = _Device(index, gpus[index]["uuid"])
+                return _EventData(device, _real.nvmlEventTypeXidCriticalError, int(event["xid"]))
+        if time.monotonic() >= deadline:
+            raise NVMLError(_real.NVML_ERROR_TIMEOUT)
+        time.sleep(0.01)
+
+
+def nvmlEventSetFree(eventSet: _EventSet) -> None:
+    """Release an event set."""
+    _enter("nvmlEventSetFree")
+
+
+def make_state(count: int, total: int = 80 * 2**30, **overrides: Any) -> dict[str, Any]:
+    """A state with `count` healthy GPUs, for tests, benchmarks and demos."""
+    gpus = []
+    for i in range(count):
+        reserved, used = 512 * 2**20, (i + 1) * 2**30
+        gpus.append(
+            {
+                "uuid": f"GPU-{i:08x}-fake-4000-8000-{i:012x}",
+                "name": "NVIDIA H100 80GB HBM3",
+                "total": total,
+                "used": used,
+                "free": total - used - reserved,
+                "reserved": reserved,
+                "utilization": 10 * i % 100,
+                "temperature": 40 + i,
+                "power_mw": 100_000 + 1000 * i,
+                "energy_mj": 5_000_000 * (i + 1),
+                "processes": [{"pid": 1000 + i, "name": "python3", "used": used}],
+            }
+        )
+    return {"driver": "550.54.15", "gpus": gpus, "xid_events": [], **overrides}

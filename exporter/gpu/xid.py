@@ -1,0 +1,83 @@
+"""Count XID critical errors from an NVML event-wait loop, apart from collection rounds."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from exporter.gpu.client import WorkerDied, WorkerProcess, let_go, worker_argv
+
+log = logging.getLogger(__name__)
+
+XidKey = tuple[int, str, int]
+"""(gpu index, uuid, xid code)."""
+
+
+class XidWatcher:
+    """Runs the events helper and counts what it reports; restarts it with backoff."""
+
+    def __init__(
+        self,
+        nvml_module: str = "pynvml",
+        on_change: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self._argv = worker_argv(nvml_module, events=True)
+        self._env = env
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._counts: dict[XidKey, int] = {}
+        self._stopping = threading.Event()
+        self._worker: WorkerProcess | None = None
+        self._thread: threading.Thread | None = None
+        self._up: bool | None = None
+
+    def start(self) -> None:
+        """Start the reader thread (it starts the helper)."""
+        self._thread = threading.Thread(target=self._run, name="medic-xid", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Let the helper go (it exits after its current 1 s wait); do not wait for it."""
+        self._stopping.set()
+        with self._lock:
+            if self._worker is not None:
+                let_go(self._worker)
+
+    def counts(self) -> dict[XidKey, int]:
+        """XID events seen since start, per GPU and code."""
+        with self._lock:
+            return dict(self._counts)
+
+    def _run(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            with self._lock:
+                worker = self._worker = WorkerProcess(self._argv, self._env)
+            try:
+                while True:
+                    self._handle(worker.read_line(timeout=None))
+                    backoff = 1.0
+            except (WorkerDied, ValueError) as exc:
+                let_go(worker)
+                if self._stopping.is_set():
+                    return
+                log.warning("XID watcher helper ended (%s); restarting in %gs", exc, backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 300.0)
+
+    def _handle(self, message: dict[str, object]) -> None:
+        if "xid" in message:
+            key = (int(message["gpu"]), str(message["uuid"]), int(message["xid"]))  # type: ignore[call-overload]
+            with self._lock:
+                self._counts[key] = self._counts.get(key, 0) + 1
+            log.warning("XID %d on GPU %d (%s)", key[2], key[0], key[1])
+            if self._on_change is not None:
+                self._on_change()
+        elif message.get("status") == "up" and self._up is not True:
+            self._up = True
+            log.info("XID watcher listening on %s GPUs", message.get("gpus"))
+        elif message.get("status") == "down" and self._up is not False:
+            self._up = False
+            log.debug("XID watcher: NVML unavailable: %s", message.get("error"))
