@@ -27,7 +27,7 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
-def value(text: str, name: str, **labels: str) -> float | None:
+def value(text: str, name: str, /, **labels: str) -> float | None:
     return samples(text).get((name, frozenset(labels.items())))
 
 

@@ -59,11 +59,16 @@ class XidWatcher:
                 while True:
                     self._handle(worker.read_line(timeout=None))
                     backoff = 1.0
-            except (WorkerDied, ValueError) as exc:
+            except (WorkerDied, ValueError, OSError) as exc:
+                # OSError: once released and exited, the helper's pipes may be closed by
+                # the reaper while this thread still reads them.
                 let_go(worker)
                 if self._stopping.is_set():
                     return
                 log.warning("XID watcher helper ended (%s); restarting in %gs", exc, backoff)
+            except Exception:
+                let_go(worker)
+                log.exception("XID watcher failed; restarting in %gs", backoff)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 300.0)
 
