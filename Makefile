@@ -33,7 +33,8 @@ unit: venv-test
 ## Benchmarks; figures go to BENCHMARKS.md by hand, with the command that made them.
 bench: venv-test
 	@scripts/ensure-wrk.sh
-	$(PY) bench/scrape.py
+	$(PY) -m bench.scrape
+	$(PY) -m bench.gpu
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

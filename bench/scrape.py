@@ -5,7 +5,7 @@ disk checks), then drives it with wrk on 127.0.0.1: concurrency 1 for latency, 1
 throughput. Also times one rendering of the same payload, which is what a scrape would cost
 if /metrics rendered on the request path. Prints a Markdown table for BENCHMARKS.md.
 
-    make bench            (or: .venv/bin/python bench/scrape.py [--duration 5])
+    make bench            (or: .venv/bin/python -m bench.scrape [--duration 5])
 """
 
 from __future__ import annotations

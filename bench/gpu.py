@@ -1,0 +1,113 @@
+"""GPU benchmark: cost of a collection round with 8 fake GPUs; /metrics while NVML hangs.
+
+    .venv/bin/python -m bench.gpu [--rounds 200] [--duration 5]
+
+The fake NVML reads its JSON state file on every call, so a round here costs more than on
+real NVML for the Python work around it; the figures bound medic's own overhead from above.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from bench.scrape import free_port, get, wrk
+from exporter.gpu import fakenvml
+from exporter.gpu.check import GpuCheck
+
+FAKE = "exporter.gpu.fakenvml"
+
+
+def round_cost(rounds: int) -> dict[str, float]:
+    check = GpuCheck(nvml_module=FAKE, processes=True, expected=8)
+    try:
+        assert not check().problems  # starts the helper, initialises NVML
+        worker = psutil.Process(check._worker.pid)  # type: ignore[union-attr]
+        child_before = sum(worker.cpu_times()[:2])
+        cpu_before, wall_before = time.process_time(), time.perf_counter()
+        for _ in range(rounds):
+            check()
+        wall = (time.perf_counter() - wall_before) / rounds
+        parent_cpu = (time.process_time() - cpu_before) / rounds
+        child_cpu = (sum(worker.cpu_times()[:2]) - child_before) / rounds
+    finally:
+        check.close()
+    return {
+        "wall_ms": wall * 1e3,
+        "parent_cpu_ms": parent_cpu * 1e3,
+        "helper_cpu_ms": child_cpu * 1e3,
+    }
+
+
+def metrics_while_hung(root: Path, duration: int) -> tuple[dict[str, float], dict[str, float]]:
+    state_path = root / "nvml.json"
+    state = fakenvml.make_state(8)
+    state_path.write_text(json.dumps(state))
+    config = root / "medic.yml"
+    config.write_text(
+        f"data_dir: {root / 'data'}\nlog_level: error\nchecks:\n"
+        "  - {name: host_memory, type: host_memory, min_available_ratio: 0}\n"
+        f"  - {{name: gpu, type: gpu, expected: 8, interval: 1s, timeout: 500ms, "
+        f"nvml_module: {FAKE}}}\n"
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, fakenvml.ENV: str(state_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "run", "--config", str(config),
+         "--listen", f"127.0.0.1:{port}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while get(f"{base}/-/ready")[0] != 200:
+            if time.monotonic() > deadline:
+                raise SystemExit("medic did not become ready")
+            time.sleep(0.01)
+        healthy = wrk(f"{base}/metrics", 1, duration, {})
+        state["hang"] = ["nvmlDeviceGetMemoryInfo"]
+        state_path.write_text(json.dumps(state))
+        while b'medic_check_stuck{check="gpu"} 1.0' not in get(f"{base}/metrics")[1]:
+            if time.monotonic() > deadline + 30:
+                raise SystemExit("GPU check never became stuck")
+            time.sleep(0.05)
+        hung = wrk(f"{base}/metrics", 1, duration, {})
+        state["hang"] = []
+        state_path.write_text(json.dumps(state))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    return healthy, hung
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--duration", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ[fakenvml.ENV] = str(Path(tmp) / "round.json")
+        (Path(tmp) / "round.json").write_text(json.dumps(fakenvml.make_state(8)))
+        cost = round_cost(args.rounds)
+        healthy, hung = metrics_while_hung(Path(tmp), args.duration)
+    print(f"collection round, 8 fake GPUs with processes, {args.rounds} rounds:")
+    print(f"  wall {cost['wall_ms']:.2f} ms; CPU medic {cost['parent_cpu_ms']:.2f} ms, "
+          f"NVML helper {cost['helper_cpu_ms']:.2f} ms per round")  # fmt: skip
+    print()
+    print("| /metrics, c=1 | p50 ms | p99 ms | scrapes/s |")
+    print("|---|---|---|---|")
+    for label, res in (("GPU check healthy", healthy), ("GPU check hung (stuck)", hung)):
+        print(f"| {label} | {res['p50_ms']:.3f} | {res['p99_ms']:.3f} | {res['rps']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
