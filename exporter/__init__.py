@@ -21,6 +21,15 @@ if TYPE_CHECKING:
         SystemHealthStatus,
     )
     from exporter.config import Config, ConfigError, default_config, load_config
+    from exporter.resilience import (
+        BreakerRegistry,
+        BreakerSettings,
+        BreakerState,
+        CircuitBreaker,
+        CircuitBreakerOpenError,
+        GracefulDegradation,
+        RetryManager,
+    )
 
 _EXPORTS = {
     "Medic": "exporter.app",
@@ -33,16 +42,30 @@ _EXPORTS = {
     "ConfigError": "exporter.config",
     "default_config": "exporter.config",
     "load_config": "exporter.config",
+    "BreakerRegistry": "exporter.resilience",
+    "BreakerSettings": "exporter.resilience",
+    "BreakerState": "exporter.resilience",
+    "CircuitBreaker": "exporter.resilience",
+    "CircuitBreakerOpenError": "exporter.resilience",
+    "GracefulDegradation": "exporter.resilience",
+    "RetryManager": "exporter.resilience",
 }
 
 __all__ = [
+    "BreakerRegistry",
+    "BreakerSettings",
+    "BreakerState",
     "CheckResult",
     "CheckSpec",
+    "CircuitBreaker",
+    "CircuitBreakerOpenError",
     "Config",
     "ConfigError",
+    "GracefulDegradation",
     "HealthChecker",
     "Medic",
     "Observation",
+    "RetryManager",
     "SystemHealthStatus",
     "__version__",
     "default_config",

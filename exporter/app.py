@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from exporter.checks import CheckResult, HealthChecker
 from exporter.checks.factory import build_check
 from exporter.clock import Clock, SystemClock
-from exporter.config import Config, GpuCheckConfig
+from exporter.config import BreakerConfig, Config, GpuCheckConfig
 from exporter.gpu.xid import XidWatcher
 from exporter.metrics import (
     ExporterCollector,
@@ -18,14 +18,43 @@ from exporter.metrics import (
     RenderLoop,
     XidCollector,
 )
+from exporter.metrics.resilience import ResilienceCollector
+from exporter.resilience import (
+    BreakerRegistry,
+    BreakerSettings,
+    BreakerStore,
+    GracefulDegradation,
+    InMemoryBreakerStore,
+    RetryManager,
+    SqliteBreakerStore,
+)
 from exporter.scheduler import CheckScheduler
+from exporter.storage.sqlite import Database
 from exporter.version import __version__
 
 log = logging.getLogger(__name__)
 
+DB_FILE = "medic.db"
+
+
+def breaker_settings(config: BreakerConfig) -> BreakerSettings:
+    """The library's settings for a configured breaker."""
+    return BreakerSettings(
+        failure_threshold=config.failure_threshold,
+        failure_rate_threshold=config.failure_rate_threshold,
+        sliding_window_size=config.sliding_window_size,
+        minimum_number_of_calls=config.minimum_number_of_calls,
+        wait_duration_in_open=config.wait_duration_in_open,
+        permitted_calls_in_half_open=config.permitted_calls_in_half_open,
+        call_timeout=config.call_timeout,
+    )
+
 
 class Medic:
-    """A configured medic: checks, scheduler and exposition. Nothing runs until start()."""
+    """A configured medic. Nothing runs until start().
+
+    Parts an embedding app uses: `health` (checks), `breakers`, `retries`, `degradation`.
+    """
 
     def __init__(
         self,
@@ -33,6 +62,7 @@ class Medic:
         *,
         clock: Clock | None = None,
         registry: CollectorRegistry | None = None,
+        breaker_store: BreakerStore | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -44,6 +74,20 @@ class Medic:
         self.registry.register(HealthCollector(self.health))
         self.exposition = Exposition(self.registry, self.clock)
         self.render_loop = RenderLoop(self.exposition)
+
+        self.db = None if breaker_store is not None else self._open_db()
+        store = breaker_store or (SqliteBreakerStore(self.db) if self.db else None)
+        self.breakers = BreakerRegistry(clock=self.clock, store=store or InMemoryBreakerStore())
+        for declared in config.breakers:
+            self.breakers.declare(declared.name, breaker_settings(declared))
+            self.breakers.get(declared.name)  # visible in /metrics before first use
+        self.retries = RetryManager()
+        self.degradation = GracefulDegradation(self.breakers)
+        resilience = ResilienceCollector(self.breakers, self.retries, self.degradation)
+        self.registry.register(resilience)
+        self.breakers.add_listener(self.render_loop.invalidate)
+        self.render_loop.watch(resilience.version)
+
         gpu = next((c for c in config.checks if isinstance(c, GpuCheckConfig)), None)
         self.xid: XidWatcher | None = None
         if gpu is not None and gpu.enabled and gpu.xid_events:
@@ -53,6 +97,14 @@ class Medic:
         self.scheduler = CheckScheduler(self.health)
         self._started = False
         self._first_round_rendered = False
+
+    def _open_db(self) -> Database | None:
+        path = self.config.data_dir / DB_FILE
+        try:
+            return Database(path)
+        except Exception as exc:  # unwritable data dir: keep serving with state in memory
+            log.error("cannot open %s (%s); breaker state will not survive a restart", path, exc)
+            return None
 
     def start(self) -> None:
         """Create the data directory, render once, and start the scheduler."""
@@ -78,6 +130,8 @@ class Medic:
         if self.xid is not None:
             self.xid.stop()
         self.render_loop.stop()
+        if self.db is not None:
+            self.db.flush(timeout=2.0)
         self._started = False
 
     def ready(self) -> bool:

@@ -169,7 +169,7 @@ def test_a_hung_check_leaves_metrics_answering_and_shows_stuck(tmp_path: Path) -
         release.set()
 
 
-def test_registration_never_collects() -> None:
+def test_registration_never_collects(tmp_path: Path) -> None:
     calls: list[int] = []
 
     class Spy:
@@ -180,7 +180,7 @@ def test_registration_never_collects() -> None:
             calls.append(1)
             return []
 
-    medic = Medic(default_config(env={"MEDIC_DATA_DIR": "/tmp"}))
+    medic = Medic(default_config(env={"MEDIC_DATA_DIR": str(tmp_path)}))
     medic.registry.register(Spy())  # type: ignore[arg-type]
     assert calls == []
     medic.exposition.render()

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from exporter.config.errors import ConfigError, Problem, problems_from
 from exporter.config.models import (
+    BreakerConfig,
     CheckConfig,
     Config,
     DiskCheckConfig,
@@ -27,6 +28,7 @@ from exporter.config.models import (
 
 __all__ = [
     "ENV_OVERRIDES",
+    "BreakerConfig",
     "CheckConfig",
     "Config",
     "ConfigError",
@@ -163,4 +165,6 @@ def summarize(config: Config) -> str:
             f"  - {check.name}: {check.type}{target} every {check.interval:g}s, "
             f"timeout {check.timeout:g}s{state}"
         )
+    if config.breakers:
+        lines.append(f"breakers: {', '.join(b.name for b in config.breakers)}")
     return "\n".join(lines)

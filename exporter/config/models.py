@@ -143,6 +143,19 @@ CheckConfig = Annotated[
 ]
 
 
+class BreakerConfig(Strict):
+    """A named circuit breaker's thresholds (resilience4j's names)."""
+
+    name: CheckName
+    failure_threshold: int = Field(default=5, ge=0, description="consecutive failures; 0 off")
+    failure_rate_threshold: Annotated[float, Field(gt=0, le=1)] | None = None
+    sliding_window_size: int = Field(default=20, ge=1)
+    minimum_number_of_calls: int = Field(default=10, ge=1)
+    wait_duration_in_open: Annotated[Duration, Field(ge=0)] = 30.0
+    permitted_calls_in_half_open: int = Field(default=1, ge=1)
+    call_timeout: PositiveDuration | None = None
+
+
 class ServerConfig(Strict):
     """Where medic listens."""
 
@@ -167,6 +180,16 @@ class Config(Strict):
     data_dir: Path = Field(default_factory=default_data_dir)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     checks: list[CheckConfig] = Field(default_factory=list)
+    breakers: list[BreakerConfig] = Field(default_factory=list)
+
+    @field_validator("breakers")
+    @classmethod
+    def _unique_breaker_names(cls, breakers: list[BreakerConfig]) -> list[BreakerConfig]:
+        names = [b.name for b in breakers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"breaker names used twice: {', '.join(duplicates)}")
+        return breakers
 
     @field_validator("checks")
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -106,11 +106,21 @@ class Exposition:
 
 
 class RenderLoop:
-    """A thread that re-renders after invalidate(), at most once per min_interval."""
+    """A thread that re-renders after invalidate(), at most once per min_interval.
 
-    def __init__(self, exposition: Exposition, min_interval: float = 0.05) -> None:
+    Counters that change on every guarded call (breaker calls, retries) do not invalidate:
+    that would cost a wake-up per call. Their owners expose a version number instead, and
+    the loop polls those every `poll_interval`, so such counters are at most that stale.
+    """
+
+    def __init__(
+        self, exposition: Exposition, min_interval: float = 0.05, poll_interval: float = 1.0
+    ) -> None:
         self._exposition = exposition
         self._min_interval = min_interval
+        self._poll_interval = poll_interval
+        self._versions: list[Callable[[], int]] = []
+        self._seen_version = -1
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -122,6 +132,13 @@ class RenderLoop:
         self._exposition.render()
         self._thread = threading.Thread(target=self._loop, name="medic-render", daemon=True)
         self._thread.start()
+
+    def watch(self, version: Callable[[], int]) -> None:
+        """Re-render (within poll_interval) whenever version() changes."""
+        self._versions.append(version)
+
+    def _polled_version(self) -> int:
+        return sum(version() for version in self._versions)
 
     def invalidate(self, *_: object) -> None:
         """Ask for a re-render soon; cheap and safe from any thread."""
@@ -147,9 +164,13 @@ class RenderLoop:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            self._dirty.wait()
+            woken = self._dirty.wait(self._poll_interval if self._versions else None)
             if self._stopping.is_set():
                 return
+            version = self._polled_version() if self._versions else 0
+            if not woken and version == self._seen_version:
+                continue
+            self._seen_version = version
             self._dirty.clear()
             try:
                 self._exposition.render()

@@ -1,0 +1,1 @@
+"""Persistence: medic's one SQLite file."""

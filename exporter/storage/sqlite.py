@@ -1,0 +1,121 @@
+"""One SQLite file, one connection, and a writer thread that group-commits.
+
+Callers never wait on the disk: write() queues a statement and returns; the writer thread
+commits whatever has queued up in one transaction. A commit costs the same for one row or
+five hundred, so batching is what keeps throughput high. When the disk refuses (read-only,
+full), the error is logged once, `healthy` turns False, and medic keeps going.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+Statement = tuple[str, tuple[Any, ...]]
+
+
+class Database:
+    """A SQLite database in WAL mode with queued, batched writes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+        self._queue: queue.SimpleQueue[Statement | None] = queue.SimpleQueue()
+        self._idle = threading.Condition()
+        self._queued = 0
+        self._writer: threading.Thread | None = None
+        self.healthy = True
+        self.last_error = ""
+
+    def script(self, sql: str) -> None:
+        """Run DDL now (schema creation at start-up)."""
+        with self._lock:
+            self._conn.executescript(sql)
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read and return every row."""
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def write(self, sql: str, params: Iterable[Any] = ()) -> None:
+        """Queue a write; it is committed soon, with whatever else is queued."""
+        with self._idle:
+            self._queued += 1
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="medic-sqlite", daemon=True
+                )
+                self._writer.start()
+        self._queue.put((sql, tuple(params)))
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued write is committed (or failed); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._queued == 0, timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Commit what is queued, stop the writer, close the connection."""
+        self.flush(timeout)
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join(timeout)
+        with self._lock:
+            self._conn.close()
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+            with self._idle:
+                self._queued -= len(batch)
+                self._idle.notify_all()
+            if stop:
+                return
+
+    def _commit(self, batch: list[Statement]) -> None:
+        try:
+            with self._lock:
+                self._conn.execute("BEGIN")
+                try:
+                    for sql, params in batch:
+                        self._conn.execute(sql, params)
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            if self.healthy:
+                log.error("cannot write %s: %s; keeping state in memory only", self.path, exc)
+            self.healthy = False
+            self.last_error = str(exc)
+            return
+        if not self.healthy:
+            log.info("writes to %s work again", self.path)
+        self.healthy = True
