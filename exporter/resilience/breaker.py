@@ -178,6 +178,8 @@ class CircuitBreaker:
         with self._lock:
             if self._state is not to:
                 self._transition(to)
+            elif to is CLOSED:  # reset() of a closed breaker still empties its window
+                self._ring_pos = self._ring_count = self._ring_failures = self._consecutive = 0
         self._flush()
 
     # --- guarding calls -----------------------------------------------------------------
@@ -306,6 +308,9 @@ class CircuitBreaker:
             if state is CLOSED:
                 self._consecutive = 0
                 self._record(0)
+                # The call that fills the window to its minimum may be a success.
+                if self.settings.failure_rate_threshold is not None and self._trips():
+                    self._transition(OPEN)
             elif trial and state is HALF_OPEN:
                 self._trial_successes += 1
                 if self._trial_successes >= self.settings.permitted_calls_in_half_open:
