@@ -114,7 +114,9 @@ class Medic:
             self.config.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             log.error("cannot create data directory %s: %s", self.config.data_dir, exc.strerror)
-        self.render_loop.start()
+        self.render_loop.start()  # renders once
+        if self.health.ready():  # nothing enabled to wait for
+            self._first_round_rendered = True
         if self.xid is not None:
             self.xid.start()
         self.scheduler.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -12,10 +13,10 @@ from typing import Any, ParamSpec, TypeVar
 
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from exporter.resilience.breaker import CircuitBreakerOpenError
@@ -76,13 +77,17 @@ class RetryManager:
         def should_retry(exc: BaseException) -> bool:
             return isinstance(exc, retry_on) and not isinstance(exc, CircuitBreakerOpenError)
 
+        spread = initial_delay if jitter is None else jitter
+
+        def wait(state: RetryCallState) -> float:
+            # tenacity's wait_exponential_jitter renamed its arguments across versions and
+            # adds jitter after the cap; this caps the sum.
+            backoff = initial_delay * 2.0 ** (state.attempt_number - 1)
+            return float(min(max_delay, backoff + random.uniform(0, spread)))  # noqa: S311 - not crypto
+
         options: dict[str, Any] = {
             "stop": stop_after_attempt(max_attempts),
-            "wait": wait_exponential_jitter(
-                initial=initial_delay,
-                max=max_delay,
-                jitter=initial_delay if jitter is None else jitter,
-            ),
+            "wait": wait,
             "retry": retry_if_exception(should_retry),
             "reraise": True,
         }
