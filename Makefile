@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test lint typecheck unit bench clean venv venv-test
+.PHONY: run test lint typecheck unit bench clean venv venv-test venv-bench
 
 venv:
 	@scripts/bootstrap-venv.sh
@@ -31,10 +31,14 @@ unit: venv-test
 	$(VENV)/bin/pytest -q
 
 ## Benchmarks; figures go to BENCHMARKS.md by hand, with the command that made them.
-bench: venv-test
+venv-bench:
+	@scripts/bootstrap-venv.sh test,bench
+
+bench: venv-bench
 	@scripts/ensure-wrk.sh
 	$(PY) -m bench.scrape
 	$(PY) -m bench.gpu
+	$(PY) -m bench.breaker
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

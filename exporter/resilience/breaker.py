@@ -123,12 +123,21 @@ class CircuitBreaker:
         self._cm_trials: contextvars.ContextVar[tuple[bool, ...]] = contextvars.ContextVar(
             f"breaker-{name}", default=()
         )
-        self.version = 0
-        """Bumped on every recorded outcome and transition (cheap change detection)."""
+        self._timeout = s.call_timeout
+        self._size = s.sliding_window_size
+        self._rate = s.failure_rate_threshold
         if restored is not None:
             self._restore(restored)
 
     # --- reading ------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        """Changes with every recorded outcome and transition (cheap change detection)."""
+        return (
+            self._successful + self._failed + self._ignored + self._not_permitted
+            + sum(self._transitions.values())
+        )  # fmt: skip
+
     @property
     def state(self) -> BreakerState:
         """The current state (an open breaker whose wait is over still reads open)."""
@@ -185,15 +194,25 @@ class CircuitBreaker:
     # --- guarding calls -----------------------------------------------------------------
     def call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run fn under the breaker; raises CircuitBreakerOpenError when not permitted."""
-        trial = self._acquire()
-        timeout = self.settings.call_timeout
-        started = self._clock.monotonic() if timeout is not None else 0.0
+        # Closed needs no permission bookkeeping: read the state without the lock. A call
+        # admitted while another thread opens the breaker is one admitted a moment earlier.
+        trial = False if self._state is CLOSED else self._acquire()
+        timeout = self._timeout
+        if timeout is None:
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                self._record_exception(exc, trial)
+                raise
+            self._on_success(trial)
+            return result
+        started = self._clock.monotonic()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             self._record_exception(exc, trial)
             raise
-        if timeout is not None and self._clock.monotonic() - started > timeout:
+        if self._clock.monotonic() - started > timeout:
             self._on_failure(trial)
         else:
             self._on_success(trial)
@@ -203,9 +222,9 @@ class CircuitBreaker:
         self, fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs
     ) -> R:
         """Await fn under the breaker; a call_timeout cancels it and counts as a failure."""
-        trial = self._acquire()
+        trial = False if self._state is CLOSED else self._acquire()
         try:
-            if self.settings.call_timeout is None:
+            if self._timeout is None:
                 result = await fn(*args, **kwargs)
             else:
                 result = await asyncio.wait_for(fn(*args, **kwargs), self.settings.call_timeout)
@@ -224,16 +243,18 @@ class CircuitBreaker:
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Decorate a function or coroutine function."""
         if inspect.iscoroutinefunction(fn):
+            call_async = self.call_async
 
             @functools.wraps(fn)
             async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await self.call_async(fn, *args, **kwargs)
+                return await call_async(fn, *args, **kwargs)
 
             return guarded_async
+        call = self.call  # bound once: saves an attribute lookup on every call
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return self.call(fn, *args, **kwargs)
+            return call(fn, *args, **kwargs)
 
         return guarded
 
@@ -282,7 +303,6 @@ class CircuitBreaker:
                 trial = True
             else:
                 self._not_permitted += 1
-                self.version += 1
                 trial = False
         if self._pending:
             self._flush()
@@ -296,7 +316,6 @@ class CircuitBreaker:
             # not the guarded service's fault. A trial's permit goes back.
             with self._lock:
                 self._ignored += 1
-                self.version += 1
                 if trial and self._state is HALF_OPEN:
                     self._trials -= 1
             return
@@ -305,13 +324,19 @@ class CircuitBreaker:
     def _on_success(self, trial: bool) -> None:
         with self._lock:
             self._successful += 1
-            self.version += 1
             state = self._state
             if state is CLOSED:
                 self._consecutive = 0
-                self._record(0)
+                # _record(0), inlined: this is the hot path of every guarded call
+                pos = self._ring_pos
+                if self._ring_count == self._size:
+                    self._ring_failures -= self._ring[pos]
+                else:
+                    self._ring_count += 1
+                self._ring[pos] = 0
+                self._ring_pos = pos + 1 if pos + 1 < self._size else 0
                 # The call that fills the window to its minimum may be a success.
-                if self.settings.failure_rate_threshold is not None and self._trips():
+                if self._rate is not None and self._trips():
                     self._transition(OPEN)
             elif trial and state is HALF_OPEN:
                 self._trial_successes += 1
@@ -323,7 +348,6 @@ class CircuitBreaker:
     def _on_failure(self, trial: bool) -> None:
         with self._lock:
             self._failed += 1
-            self.version += 1
             state = self._state
             if state is CLOSED:
                 self._consecutive += 1
@@ -369,7 +393,6 @@ class CircuitBreaker:
             self._ring_pos = self._ring_count = self._ring_failures = self._consecutive = 0
         key = (source, to)
         self._transitions[key] = self._transitions.get(key, 0) + 1
-        self.version += 1
         self._pending.append(key)
 
     def _flush(self) -> None:
