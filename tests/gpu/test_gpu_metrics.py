@@ -72,8 +72,14 @@ def test_xid_events_are_counted_per_gpu_and_code(fake_nvml: FakeNvml, tmp_path: 
                                          {"gpu": 0, "xid": 48}]  # fmt: skip
         fake_nvml.write()
         uuid1, uuid0 = fake_nvml.gpu(1)["uuid"], fake_nvml.gpu(0)["uuid"]
-        text = wait_for_metric(url, "medic_gpu_xid_errors_total", 2, gpu="1", uuid=uuid1, xid="79")
-        assert value(text, "medic_gpu_xid_errors_total", gpu="0", uuid=uuid0, xid="48") == 1
+
+        def counted() -> bool:  # events arrive one by one; wait for all three
+            text = httpx.get(f"{url}/metrics").text
+            xid79 = value(text, "medic_gpu_xid_errors_total", gpu="1", uuid=uuid1, xid="79")
+            xid48 = value(text, "medic_gpu_xid_errors_total", gpu="0", uuid=uuid0, xid="48")
+            return (xid79, xid48) == (2, 1)
+
+        wait_until(counted, what="XID 79 twice on GPU 1 and XID 48 once on GPU 0")
 
 
 def test_xid_counting_goes_on_while_collection_fails(fake_nvml: FakeNvml) -> None:
@@ -85,7 +91,7 @@ def test_xid_counting_goes_on_while_collection_fails(fake_nvml: FakeNvml) -> Non
         fake_nvml.state["hang"] = ["nvmlDeviceGetMemoryInfo"]  # collection would hang now
         fake_nvml.state["xid_events"] = [{"gpu": 0, "xid": 31}]
         fake_nvml.write()
-        wait_until(watcher.counts, what="the XID to be counted")
+        wait_until(lambda: changes, what="the XID to be counted and announced")
         assert watcher.counts() == {(0, fake_nvml.gpu(0)["uuid"], 31): 1}
         assert changes == [1]
     finally:
