@@ -18,7 +18,12 @@ from exporter.metrics import (
     RenderLoop,
     XidCollector,
 )
+from exporter.metrics.recovery import RecoveryCollector
 from exporter.metrics.resilience import ResilienceCollector
+from exporter.recovery.actions import ActionRegistry
+from exporter.recovery.engine import RecoveryEngine, Submission
+from exporter.recovery.journal import Journal
+from exporter.recovery.types import FailureEvent
 from exporter.resilience import (
     BreakerRegistry,
     BreakerSettings,
@@ -53,7 +58,8 @@ def breaker_settings(config: BreakerConfig) -> BreakerSettings:
 class Medic:
     """A configured medic. Nothing runs until start().
 
-    Parts an embedding app uses: `health` (checks), `breakers`, `retries`, `degradation`.
+    Parts an embedding app uses: `health` (checks), `breakers`, `retries`, `degradation`,
+    `actions` (register in-process recovery actions), `report_failure()`.
     """
 
     def __init__(
@@ -75,7 +81,7 @@ class Medic:
         self.exposition = Exposition(self.registry, self.clock)
         self.render_loop = RenderLoop(self.exposition)
 
-        self.db = None if breaker_store is not None else self._open_db()
+        self.db = self._open_db()
         store = breaker_store or (SqliteBreakerStore(self.db) if self.db else None)
         self.breakers = BreakerRegistry(clock=self.clock, store=store or InMemoryBreakerStore())
         for declared in config.breakers:
@@ -87,6 +93,19 @@ class Medic:
         self.registry.register(resilience)
         self.breakers.add_listener(self.render_loop.invalidate)
         self.render_loop.watch(resilience.version)
+
+        self.journal = Journal(self.db, self.clock)
+        self.actions = ActionRegistry()
+        self.recovery = RecoveryEngine(
+            config.recovery,
+            health=self.health,
+            breakers=self.breakers,
+            journal=self.journal,
+            clock=self.clock,
+            actions=self.actions,
+            on_change=self.render_loop.invalidate,
+        )
+        self.registry.register(RecoveryCollector(self.recovery))
 
         gpu = next((c for c in config.checks if isinstance(c, GpuCheckConfig)), None)
         self.xid: XidWatcher | None = None
@@ -119,6 +138,7 @@ class Medic:
             self._first_round_rendered = True
         if self.xid is not None:
             self.xid.start()
+        self.recovery.start()
         self.scheduler.start()
         self._started = True
         log.info("medic %s started with %d checks", __version__, len(self.health.names()))
@@ -128,6 +148,7 @@ class Medic:
         if not self._started:
             return
         self.scheduler.stop()
+        self.recovery.stop()
         self.health.close()
         if self.xid is not None:
             self.xid.stop()
@@ -135,6 +156,22 @@ class Medic:
         if self.db is not None:
             self.db.flush(timeout=2.0)
         self._started = False
+
+    def report_failure(
+        self,
+        failure_type: str,
+        detail: str = "",
+        labels: dict[str, str] | None = None,
+        dedup_key: str | None = None,
+    ) -> Submission:
+        """Ask for the failure type's ladder, e.g. after catching a CUDA out-of-memory error.
+
+        Goes through the same gates as an alert. Safe from any thread; returns at once.
+        """
+        event = FailureEvent(
+            failure_type, "app", dict(labels or {}), dedup_key=dedup_key, detail=detail
+        )
+        return self.recovery.submit(event)
 
     def ready(self) -> bool:
         """True once the first round of checks has finished and /metrics shows it."""

@@ -31,6 +31,16 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and summarise it")
     check.add_argument("file", metavar="FILE")
     commands.add_parser("version", help="print medic's version")
+    hist = commands.add_parser("history", help="recovery attempts from the journal")
+    hist.add_argument("--since", metavar="DURATION", help="only the last DURATION, e.g. 1h")
+    hist.add_argument("--failure-type", metavar="TYPE")
+    hist.add_argument("--limit", type=int, default=50)
+    stats = commands.add_parser("stats", help="recovery statistics per failure type and action")
+    for sub in (hist, stats):
+        sub.add_argument(
+            "--config", metavar="FILE", default=os.environ.get("MEDIC_CONFIG") or None,
+            help="config whose data_dir holds the journal (default: built-in)",
+        )  # fmt: skip
     return parser
 
 
@@ -72,6 +82,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "version":
             print(f"medic {__version__}")
+            return 0
+        if args.command in ("history", "stats"):
+            from exporter import cli_history  # noqa: PLC0415 - keeps `medic version` quick
+
+            config = load_config(args.config)
+            try:
+                if args.command == "history":
+                    out = cli_history.history(config, args.since, args.failure_type, args.limit)
+                else:
+                    out = cli_history.stats(config)
+            except (cli_history.NoJournal, ValueError) as exc:
+                print(f"medic: {exc}", file=sys.stderr)
+                return 1
+            print(out)
             return 0
         if args.command == "check-config":
             config = load_config(args.file)

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from exporter.api import recovery_router
 from exporter.app import Medic
 from exporter.config import split_listen
 from exporter.version import __version__
@@ -50,6 +51,11 @@ def create_app(medic: Medic, *, manage_lifecycle: bool = True) -> FastAPI:
 
     async def ready(_request: Request) -> Response:
         if medic.ready():
+            if not medic.recovery.journal_healthy:
+                return PlainTextResponse(
+                    "medic is Ready; the recovery journal cannot write to disk, so recovery "
+                    "state is kept in memory only.\n"
+                )
             return PlainTextResponse("medic is Ready.\n")
         waiting = [s.spec.name for s in medic.health.states() if s.enabled and s.last is None]
         return PlainTextResponse(
@@ -71,6 +77,8 @@ def create_app(medic: Medic, *, manage_lifecycle: bool = True) -> FastAPI:
             Route("/-/ready", ready, methods=["GET", "HEAD"]),
         ]
     )
+
+    app.include_router(recovery_router(medic))
 
     @app.get("/api/v1/health")
     def health() -> dict[str, object]:

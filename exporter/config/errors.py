@@ -153,6 +153,8 @@ def problems_from(
     for error in exc.errors():
         loc = _clean_loc(error["loc"], data)
         message = _message(error, _fields_at(model, loc, data))
+        if loc and loc[-1] == "[key]":  # a mapping key that is not an allowed name
+            loc, message = loc[:-1], f"invalid name: {message}"
         origin = (env_origin or {}).get(tuple(str(p) for p in loc))
         if origin:
             message += f" (from environment variable {origin})"

@@ -181,6 +181,21 @@ class Config(Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     checks: list[CheckConfig] = Field(default_factory=list)
     breakers: list[BreakerConfig] = Field(default_factory=list)
+    # a lambda: RecoveryConfig is defined after this class (it builds on these types)
+    recovery: RecoveryConfig = Field(default_factory=lambda: RecoveryConfig())  # noqa: PLW0108
+
+    @model_validator(mode="after")
+    def _verify_checks_exist(self) -> Config:
+        names = {check.name for check in self.checks}
+        unknown = [
+            f"recovery.failures.{failure}.verify: no check named {name!r}"
+            for failure, spec in self.recovery.failures.items()
+            for name in spec.verify
+            if name not in names
+        ]
+        if unknown:
+            raise ValueError("; ".join(unknown))
+        return self
 
     @field_validator("breakers")
     @classmethod
@@ -206,3 +221,8 @@ class Config(Strict):
         if len(gpu_checks) > 1:
             raise ValueError(f"only one gpu check is allowed (checks{gpu_checks})")
         return checks
+
+
+from exporter.config.recovery import RecoveryConfig  # noqa: E402 - it builds on the types above
+
+Config.model_rebuild()

@@ -1,0 +1,105 @@
+"""The recovery API: history, statistics, reset, and failures reported by operators."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from exporter.app import Medic
+from exporter.config.units import parse_duration
+from exporter.recovery.types import FailureEvent, Outcome
+
+
+class FailureReport(BaseModel):
+    """A failure an operator or a script reports by hand."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    failure_type: str
+    detail: str = Field(default="", max_length=2000)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    dedup_key: str | None = Field(default=None, max_length=512)
+
+
+def require_local(request: Request) -> None:
+    """Refuse callers that are not on this host (until the webhook's auth covers these)."""
+    host = request.client.host if request.client else ""
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = False
+    if not local:
+        raise HTTPException(403, "this endpoint only answers on the loopback interface")
+
+
+def parse_since(value: str | None) -> float | None:
+    """Epoch seconds, or a duration back from now ("1h", "30m")."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        try:
+            return time.time() - float(parse_duration(value))
+        except ValueError as exc:
+            raise HTTPException(400, f"since: {exc}") from None
+    return number
+
+
+def recovery_router(medic: Medic) -> APIRouter:
+    """Routes under /api/v1 for the recovery engine."""
+    router = APIRouter(prefix="/api/v1")
+
+    @router.get("/recoveries")
+    def recoveries(
+        failure_type: str | None = None,
+        outcome: Annotated[str | None, Query(description="e.g. succeeded, exhausted")] = None,
+        since: Annotated[str | None, Query(description="epoch seconds or 1h, 30m")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """Recovery attempts, newest first."""
+        if outcome is not None and outcome not in {o.value for o in Outcome}:
+            raise HTTPException(400, f"outcome: unknown value {outcome!r}")
+        attempts, total = medic.journal.attempts(
+            failure_type=failure_type, outcome=outcome, since=parse_since(since),
+            limit=limit, offset=offset,
+        )  # fmt: skip
+        following = offset + len(attempts)
+        return {
+            "attempts": [a.as_dict() for a in attempts],
+            "total": total,
+            "next_offset": following if following < total else None,
+        }
+
+    @router.get("/recoveries/stats")
+    def stats() -> dict[str, Any]:
+        """Attempts, successes, failures and the last attempt, per failure type and action."""
+        return {"stats": medic.journal.stats(), "cooldowns": medic.recovery.cooldowns()}
+
+    @router.post("/recoveries/reset")
+    def reset(request: Request) -> dict[str, str]:
+        """Forget cooldowns and handled episodes; close the actions' breakers."""
+        require_local(request)
+        medic.recovery.reset()
+        return {"status": "reset"}
+
+    @router.post("/failures", status_code=202)
+    def report(request: Request, body: FailureReport) -> dict[str, str]:
+        """Run a failure type's ladder now, through the same gates as an alert."""
+        require_local(request)
+        event = FailureEvent(
+            body.failure_type, "api", body.labels, dedup_key=body.dedup_key, detail=body.detail
+        )
+        submission = medic.recovery.submit(event)
+        if submission.result == "unknown_failure_type":
+            raise HTTPException(400, submission.detail)
+        if submission.result in ("queue_full", "stopped"):
+            raise HTTPException(503, submission.detail)
+        return {"result": submission.result, "detail": submission.detail}
+
+    return router

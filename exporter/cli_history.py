@@ -1,0 +1,82 @@
+"""`medic history` and `medic stats`: the journal as readable tables."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+from exporter.config import Config
+from exporter.config.units import parse_duration
+from exporter.recovery.journal import Journal
+from exporter.storage.sqlite import Database
+
+DB_FILE = "medic.db"
+
+
+class NoJournal(Exception):
+    """There is no journal in the configured data directory."""
+
+
+def _journal(config: Config) -> tuple[Database, Journal]:
+    path = Path(config.data_dir) / DB_FILE
+    if not path.exists():
+        raise NoJournal(f"no journal at {path} (has medic run with this data directory?)")
+    db = Database(path)
+
+    class _Clock:
+        def time(self) -> float:
+            return time.time()
+
+        def monotonic(self) -> float:
+            return time.monotonic()
+
+    return db, Journal(db, _Clock())
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]  # fmt: skip
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join([line.rstrip(), *(b.rstrip() for b in body)])
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def history(config: Config, since: str | None, failure_type: str | None, limit: int) -> str:
+    """The newest attempts as a table."""
+    db, journal = _journal(config)
+    try:
+        horizon = time.time() - float(parse_duration(since)) if since else None
+        attempts, total = journal.attempts(failure_type=failure_type, since=horizon, limit=limit)
+    finally:
+        db.close()
+    rows = [
+        [
+            str(a.id), _when(a.started), a.failure_type, a.action, a.outcome.value,
+            "-" if a.ended is None else f"{a.ended - a.started:.1f}s",
+            (a.detail or "").replace("\n", " ")[:60],
+        ]
+        for a in attempts
+    ]  # fmt: skip
+    table = _table(["ID", "STARTED", "FAILURE", "ACTION", "OUTCOME", "TOOK", "DETAIL"], rows)
+    return f"{table}\n({len(attempts)} of {total} attempts)"
+
+
+def stats(config: Config) -> str:
+    """Attempts, successes and failures per failure type and action."""
+    db, journal = _journal(config)
+    try:
+        rows = journal.stats()
+    finally:
+        db.close()
+    return _table(
+        ["FAILURE", "ACTION", "ATTEMPTS", "SUCCEEDED", "FAILED", "LAST"],
+        [[r["failure_type"], r["action"], str(r["attempts"]), str(r["successes"]),
+          str(r["failures"]), _when(r["last_attempt"])] for r in rows],
+    )  # fmt: skip

@@ -1,0 +1,157 @@
+"""The recovery section: failure types, their ladders, and the actions rungs can use."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from exporter.config.models import CheckName, PositiveDuration, Strict
+from exporter.config.units import Duration
+
+FAILURE_TYPES = (
+    "model_loading_failure",
+    "vram_exhaustion",
+    "generation_pipeline_error",
+    "hardware_optimization_failure",
+    "system_resource_error",
+    "network_error",
+)
+FailureTypeName = Literal[
+    "model_loading_failure",
+    "vram_exhaustion",
+    "generation_pipeline_error",
+    "hardware_optimization_failure",
+    "system_resource_error",
+    "network_error",
+]
+BUILTIN_ACTIONS = ("clear_gpu_cache", "system_health_check")
+"""Actions medic provides itself; the other seed names are bound by the config."""
+ActionName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
+BODY_FIELDS = ("failure_type", "source", "dedup_key", "fingerprint", "starts_at", "labels")
+SIGNALS = ("SIGHUP", "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGQUIT")
+
+
+class InProcessActionConfig(Strict):
+    """A callable the embedding app registers under this name (medic.actions.register)."""
+
+    type: Literal["in_process"]
+
+
+class HttpActionConfig(Strict):
+    """An HTTP request, e.g. to the model server's admin endpoint; 2xx is success."""
+
+    type: Literal["http"]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    headers: dict[str, str] = Field(default_factory=dict)
+    body_fields: list[Literal[
+        "failure_type", "source", "dedup_key", "fingerprint", "starts_at", "labels"
+    ]] = Field(default_factory=list, description="alert fields sent as a JSON object")  # fmt: skip
+
+
+class CommandActionConfig(Strict):
+    """A program run with an argv list (never a shell); alert labels arrive only as
+    MEDIC_LABEL_<NAME> environment variables."""
+
+    type: Literal["command"]
+    argv: Annotated[list[str], Field(min_length=1)]
+    cwd: str | None = None
+
+
+class SignalActionConfig(Strict):
+    """A signal to the process whose pid is in `pidfile`."""
+
+    type: Literal["signal"]
+    pidfile: str
+    signal: Literal["SIGHUP", "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGQUIT"] = "SIGHUP"
+
+
+ActionConfig = Annotated[
+    InProcessActionConfig | HttpActionConfig | CommandActionConfig | SignalActionConfig,
+    Field(discriminator="type"),
+]
+
+
+class RungConfig(Strict):
+    """One step of a ladder."""
+
+    action: ActionName
+    timeout: PositiveDuration = 30.0
+    params: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="passed to in-process actions"
+    )
+    settle_delay: Annotated[Duration, Field(ge=0)] | None = None
+
+
+class CooldownConfig(Strict):
+    """How long a failure type rests after its ladder ran; grows with consecutive failures."""
+
+    base: Annotated[Duration, Field(ge=0)] = 300.0
+    multiplier: Annotated[float, Field(ge=1)] = 2.0
+    max: Annotated[Duration, Field(ge=0)] = 3600.0
+
+
+class FailureConfig(Strict):
+    """The ladder for one failure type and the checks that tell whether it is gone."""
+
+    ladder: Annotated[list[RungConfig], Field(min_length=1)]
+    verify: list[CheckName] = Field(default_factory=list)
+    settle_delay: Annotated[Duration, Field(ge=0)] = 2.0
+    cooldown: CooldownConfig | None = None
+
+    @field_validator("ladder", mode="before")
+    @classmethod
+    def _short_rungs(cls, value: object) -> object:
+        """Allow `- clear_gpu_cache` as shorthand for `- {action: clear_gpu_cache}`."""
+        if isinstance(value, list):
+            return [{"action": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+class RateLimitConfig(Strict):
+    """At most `actions` rungs started per `per` seconds, across all failure types."""
+
+    actions: int = Field(default=30, ge=1)
+    per: PositiveDuration = 60.0
+
+
+class RetentionConfig(Strict):
+    """How much history the journal keeps."""
+
+    max_age: PositiveDuration = 30 * 86400.0
+    max_count: int = Field(default=10_000, ge=1)
+
+
+class RecoveryConfig(Strict):
+    """Everything the recovery engine does."""
+
+    dry_run: bool = False
+    queue_size: int = Field(default=1000, ge=1)
+    workers: int = Field(default=4, ge=1, le=64, description="ladders running at once")
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    cooldown: CooldownConfig = CooldownConfig()
+    retention: RetentionConfig = RetentionConfig()
+    action_breaker_failures: int = Field(
+        default=3, ge=1, description="consecutive failures that open an action's breaker"
+    )
+    action_breaker_wait: PositiveDuration = 600.0
+    actions: dict[ActionName, ActionConfig] = Field(default_factory=dict)
+    failures: dict[FailureTypeName, FailureConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _actions_exist(self) -> RecoveryConfig:
+        known = set(BUILTIN_ACTIONS) | set(self.actions)
+        for name in self.actions:
+            if name in BUILTIN_ACTIONS:
+                raise ValueError(f"actions.{name}: {name!r} is built in and cannot be redefined")
+        missing = [
+            f"failures.{failure}.ladder[{i}].action: unknown action {rung.action!r}"
+            for failure, spec in self.failures.items()
+            for i, rung in enumerate(spec.ladder)
+            if rung.action not in known
+        ]
+        if missing:
+            hint = f" (built in: {', '.join(BUILTIN_ACTIONS)}; define others under actions)"
+            raise ValueError("; ".join(missing) + hint)
+        return self

@@ -1,0 +1,74 @@
+"""Recovery families: attempts by outcome, durations, in progress, cooldowns, queue, journal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from exporter.recovery.engine import DURATION_BUCKETS, RecoveryEngine
+
+
+class RecoveryCollector(Collector):
+    """Reads the engine's counters; never touches the journal's disk."""
+
+    def __init__(self, engine: RecoveryEngine) -> None:
+        self._engine = engine
+
+    def describe(self) -> list[Metric]:
+        """Nothing to pre-declare."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Every recovery family."""
+        snap = self._engine.snapshot()
+        attempts = CounterMetricFamily(
+            "medic_recovery_attempts", "Recovery attempts by failure type, action and outcome.",
+            labels=["failure_type", "action", "outcome"],
+        )  # fmt: skip
+        for (failure_type, action, outcome), count in sorted(snap["attempts"].items()):
+            attempts.add_metric([failure_type, action, outcome], count)
+        yield attempts
+        durations = HistogramMetricFamily(
+            "medic_recovery_duration_seconds", "How long recovery actions ran.",
+            labels=["action"],
+        )  # fmt: skip
+        for action, histogram in sorted(snap["durations"].items()):
+            buckets = [
+                (f"{bound:g}", float(count))
+                for bound, count in zip(DURATION_BUCKETS, histogram.buckets, strict=True)
+            ]
+            buckets.append(("+Inf", float(histogram.count)))
+            durations.add_metric([action], buckets, histogram.total)
+        yield durations
+        yield GaugeMetricFamily(
+            "medic_recovery_in_progress", "Ladders running now.", value=snap["in_progress"]
+        )
+        cooldown = GaugeMetricFamily(
+            "medic_recovery_cooldown_until_timestamp_seconds",
+            "When the failure type's cooldown ends (0: none); recovery is skipped before then.",
+            labels=["failure_type"],
+        )
+        for failure_type, until in sorted(self._engine.cooldowns().items()):
+            cooldown.add_metric([failure_type], until)
+        yield cooldown
+        yield GaugeMetricFamily(
+            "medic_recovery_queue_length", "Events waiting for a worker.", value=snap["queue"]
+        )
+        events = CounterMetricFamily(
+            "medic_recovery_events", "Failure events submitted, by what became of them.",
+            labels=["result"],
+        )  # fmt: skip
+        for result, count in sorted(snap["events"].items()):
+            events.add_metric([result], count)
+        yield events
+        yield GaugeMetricFamily(
+            "medic_recovery_journal_up", "1 while the journal's writes reach the disk.",
+            value=1.0 if self._engine.journal_healthy else 0.0,
+        )  # fmt: skip

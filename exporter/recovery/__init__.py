@@ -1,0 +1,1 @@
+"""The recovery engine: ladders of actions behind gates, verified, journaled."""

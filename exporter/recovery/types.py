@@ -1,0 +1,89 @@
+"""Failure events, attempt records and outcomes (the seeds' names)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Outcome(enum.StrEnum):
+    """How one attempt ended."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    NOT_RECOVERED = "not_recovered"
+    SKIPPED_UNAVAILABLE = "skipped_unavailable"
+    SKIPPED_COOLDOWN = "skipped_cooldown"
+    SKIPPED_BREAKER_OPEN = "skipped_breaker_open"
+    SKIPPED_DUPLICATE = "skipped_duplicate"
+    SKIPPED_CONCURRENCY = "skipped_concurrency"
+    SKIPPED_RATE_LIMIT = "skipped_rate_limit"
+    DRY_RUN = "dry_run"
+    INTERRUPTED = "interrupted"
+    EXHAUSTED = "exhausted"
+
+
+LADDER = "ladder"
+"""The action name on records about a whole ladder (exhausted, cooldown, duplicate)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailureEvent:
+    """Something to remediate: from an alert, the embedding app, or an operator."""
+
+    failure_type: str
+    source: str
+    """"alert", "app" or "api"."""
+    labels: dict[str, str] = field(default_factory=dict)
+    dedup_key: str | None = None
+    """Same key, same episode: handled once. An alert's is fingerprint + startsAt."""
+    fingerprint: str | None = None
+    starts_at: str | None = None
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class RecoveryAttempt:
+    """One row of the journal: an action tried (or skipped) for a failure."""
+
+    id: int
+    failure_type: str
+    action: str
+    source: str
+    started: float
+    outcome: Outcome = Outcome.RUNNING
+    ended: float | None = None
+    detail: str = ""
+    dry_run: bool = False
+    fingerprint: str | None = None
+    starts_at: str | None = None
+    dedup_key: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "id": self.id,
+            "failure_type": self.failure_type,
+            "action": self.action,
+            "source": self.source,
+            "started": self.started,
+            "ended": self.ended,
+            "outcome": self.outcome.value,
+            "detail": self.detail,
+            "dry_run": self.dry_run,
+            "fingerprint": self.fingerprint,
+            "starts_at": self.starts_at,
+            "dedup_key": self.dedup_key,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """What an action reports: ok, failed, or unavailable here (skipped with a reason)."""
+
+    ok: bool
+    detail: str = ""
+    unavailable: bool = False
