@@ -76,6 +76,22 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _journal_command(args: argparse.Namespace) -> int:
+    from exporter import cli_history  # noqa: PLC0415 - keeps `medic version` quick
+
+    config = load_config(args.config)
+    try:
+        if args.command == "history":
+            out = cli_history.history(config, args.since, args.failure_type, args.limit)
+        else:
+            out = cli_history.stats(config)
+    except (cli_history.NoJournal, ValueError) as exc:
+        print(f"medic: {exc}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     args = _parser().parse_args(argv)
@@ -84,19 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"medic {__version__}")
             return 0
         if args.command in ("history", "stats"):
-            from exporter import cli_history  # noqa: PLC0415 - keeps `medic version` quick
-
-            config = load_config(args.config)
-            try:
-                if args.command == "history":
-                    out = cli_history.history(config, args.since, args.failure_type, args.limit)
-                else:
-                    out = cli_history.stats(config)
-            except (cli_history.NoJournal, ValueError) as exc:
-                print(f"medic: {exc}", file=sys.stderr)
-                return 1
-            print(out)
-            return 0
+            return _journal_command(args)
         if args.command == "check-config":
             config = load_config(args.file)
             print(f"{args.file}: OK")
