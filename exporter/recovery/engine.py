@@ -471,11 +471,14 @@ class RecoveryEngine:
     def _record_final(
         self, event: FailureEvent, action: str, outcome: Outcome, detail: str
     ) -> None:
-        attempt = self._begin(event, action)
-        attempt.outcome, attempt.ended = outcome, attempt.started
-        attempt.detail = detail
-        attempt.dry_run = outcome is Outcome.DRY_RUN
-        self._journal.finish(attempt, outcome, detail)
+        now = self._clock.time()
+        attempt = RecoveryAttempt(
+            id=0, failure_type=event.failure_type, action=action, source=event.source,
+            started=now, outcome=outcome, ended=now, detail=detail,
+            dry_run=outcome is Outcome.DRY_RUN, fingerprint=event.fingerprint,
+            starts_at=event.starts_at, dedup_key=event.dedup_key,
+        )  # fmt: skip
+        self._journal.begin(attempt)  # one INSERT, already final
         self._count_attempt(event.failure_type, action, outcome)
 
     def _count_attempt(self, failure_type: str, action: str, outcome: Outcome, n: int = 1) -> None:

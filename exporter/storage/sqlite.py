@@ -3,7 +3,8 @@
 Callers never wait on the disk: write() queues a statement and returns; the writer thread
 commits whatever has queued up in one transaction. A commit costs the same for one row or
 five hundred, so batching is what keeps throughput high. When the disk refuses (read-only,
-full), the error is logged once, `healthy` turns False, and medic keeps going.
+full), the error is logged once, `healthy` turns False for the rest of the process (the file
+now misses rows), and medic keeps going on its in-memory state.
 """
 
 from __future__ import annotations
@@ -108,14 +109,13 @@ class Database:
                         self._conn.execute(sql, params)
                     self._conn.execute("COMMIT")
                 except BaseException:
-                    self._conn.execute("ROLLBACK")
+                    if self._conn.in_transaction:  # SQLITE_FULL has rolled back already
+                        self._conn.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
+            # Sticky: once a batch is lost the file's history has a hole, whatever succeeds
+            # later. Readers should trust their in-memory state from here on.
             if self.healthy:
                 log.error("cannot write %s: %s; keeping state in memory only", self.path, exc)
             self.healthy = False
             self.last_error = str(exc)
-            return
-        if not self.healthy:
-            log.info("writes to %s work again", self.path)
-        self.healthy = True

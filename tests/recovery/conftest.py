@@ -1,0 +1,50 @@
+"""Start a Medic from config text (no HTTP server) and wait on its journal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.app import Medic
+from exporter.config import parse_config
+from exporter.recovery.types import RecoveryAttempt
+from tests.helpers import wait_until
+
+
+def attempts(medic: Medic, **filters: Any) -> list[RecoveryAttempt]:
+    """Oldest first."""
+    found, _ = medic.journal.attempts(limit=1000, **filters)
+    return list(reversed(found))
+
+
+def settled(medic: Medic, count: int, **filters: Any) -> list[RecoveryAttempt]:
+    """Wait until `count` matching attempts exist and none of them is still running."""
+
+    def done() -> list[RecoveryAttempt] | None:
+        found = attempts(medic, **filters)
+        if len(found) >= count and all(a.outcome.value != "running" for a in found):
+            return found
+        return None
+
+    return wait_until(done, timeout=20, what=f"{count} finished attempts")  # type: ignore[return-value]
+
+
+@pytest.fixture
+def start_medic(tmp_path: Path) -> Iterator[Callable[[str], Medic]]:
+    started: list[Medic] = []
+
+    def start(text: str) -> Medic:
+        config = parse_config(f"data_dir: {tmp_path / 'data'}\n" + text, env={})
+        medic = Medic(config)
+        medic.start()
+        started.append(medic)
+        return medic
+
+    yield start
+    for medic in started:
+        medic.stop()
+        if medic.db is not None:
+            medic.db.close()

@@ -1,0 +1,209 @@
+"""Out-of-process actions against real peers: a program, an HTTP server, a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from exporter.recovery.actions import label_environment
+from tests.recovery.conftest import settled
+
+
+def test_labels_reach_commands_only_as_sanitised_environment(start_medic, tmp_path: Path) -> None:
+    out = tmp_path / "env.json"
+    script = (
+        "import json, os, sys; json.dump({k: v for k, v in os.environ.items() "
+        "if k.startswith('MEDIC_')}, open(sys.argv[1], 'w'))"
+    )
+    medic = start_medic(f"""
+recovery:
+  actions:
+    dump: {{type: command, argv: [{sys.executable}, -c, "{script}", {out}]}}
+  failures:
+    system_resource_error: {{ladder: [dump]}}
+""")
+    os.environ["MEDIC_LABEL_KEEP"] = "from-the-operator"
+    try:
+        medic.report_failure(
+            "system_resource_error",
+            labels={"instance": "gpu-7", "bad-name; rm -rf /": "$(touch pwned)", "keep": "alert"},
+        )
+        (attempt,) = settled(medic, 1)
+    finally:
+        del os.environ["MEDIC_LABEL_KEEP"]
+    assert attempt.outcome.value == "succeeded"
+    env = json.loads(out.read_text())
+    assert env["MEDIC_LABEL_INSTANCE"] == "gpu-7"
+    assert env["MEDIC_LABEL_BAD_NAME__RM__RF__"] == "$(touch pwned)"  # data, never run
+    assert env["MEDIC_LABEL_KEEP"] == "from-the-operator"  # existing variables win
+    assert env["MEDIC_FAILURE_TYPE"] == "system_resource_error"
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_label_names_are_sanitised() -> None:
+    env = label_environment({"a.b-c": "1", "x\0": "y", "ok": "bad\0value"}, {"PATH": "/bin"})
+    assert env == {"PATH": "/bin", "MEDIC_LABEL_A_B_C": "1", "MEDIC_LABEL_X_": "y"}
+
+
+def test_a_command_past_its_timeout_is_killed_with_its_children(
+    start_medic, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "child.pid"
+    medic = start_medic(f"""
+recovery:
+  actions:
+    stuck: {{type: command, argv: [sh, -c, "sleep 60 & echo $! > {pidfile}; wait"]}}
+  failures:
+    system_resource_error: {{ladder: [{{action: stuck, timeout: 500ms}}]}}
+""")
+    medic.report_failure("system_resource_error")
+    found = settled(medic, 2)
+    assert [a.outcome.value for a in found] == ["timeout", "exhausted"]
+    child = int(pidfile.read_text())
+    from tests.helpers import wait_until
+
+    def gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{child}/stat").read_text().split()[2] == "Z"
+
+    wait_until(gone, what="the command's child to be killed")
+
+
+def test_a_failing_command_reports_its_status_and_output(start_medic) -> None:
+    medic = start_medic("""
+recovery:
+  actions:
+    fails: {type: command, argv: [sh, -c, "echo no GPU found >&2; exit 3"]}
+    missing: {type: command, argv: [/nonexistent/restart-tts]}
+  failures:
+    system_resource_error: {ladder: [fails, missing]}
+""")
+    medic.report_failure("system_resource_error")
+    found = settled(medic, 3)
+    assert found[0].detail == "exit status 3: no GPU found"
+    assert found[1].detail.startswith("cannot run /nonexistent/restart-tts: No such file")
+
+
+class Recorder(BaseHTTPRequestHandler):
+    requests: list[tuple[str, str, dict[str, str], bytes]] = []
+    status = 200
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Recorder.requests.append((self.command, self.path, dict(self.headers), body))
+        self.send_response(Recorder.status)
+        self.end_headers()
+        self.wfile.write(b"done")
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_peer() -> Iterator[str]:
+    Recorder.requests, Recorder.status = [], 200
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_action_sends_only_the_configured_fields(start_medic, http_peer: str) -> None:
+    medic = start_medic(f"""
+recovery:
+  actions:
+    reduce: {{type: http, url: "{http_peer}/admin/reduce", headers: {{X-Token: abc}},
+              body_fields: [failure_type, labels]}}
+  failures:
+    vram_exhaustion: {{ladder: [reduce]}}
+""")
+    medic.report_failure("vram_exhaustion", "secret detail", {"gpu": "1"}, "fp@t")
+    (attempt,) = settled(medic, 1)
+    assert attempt.outcome.value == "succeeded" and attempt.detail == "200 done"
+    method, path, headers, body = Recorder.requests[0]
+    assert (method, path, headers["X-Token"]) == ("POST", "/admin/reduce", "abc")
+    assert json.loads(body) == {"failure_type": "vram_exhaustion", "labels": {"gpu": "1"}}
+
+
+def test_http_action_fails_on_non_2xx_and_on_no_server(start_medic, http_peer: str) -> None:
+    Recorder.status = 503
+    medic = start_medic(f"""
+recovery:
+  actions:
+    busy: {{type: http, url: "{http_peer}/x"}}
+    nobody: {{type: http, url: "http://127.0.0.1:9/x"}}
+  failures:
+    network_error: {{ladder: [busy, nobody]}}
+""")
+    medic.report_failure("network_error")
+    found = settled(medic, 3)
+    assert found[0].detail == "HTTP 503: done"
+    assert found[1].outcome.value == "failed" and found[1].detail.startswith("ConnectError")
+
+
+def test_signal_action_signals_the_pidfiles_process(start_medic, tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    pidfile = tmp_path / "tts.pid"
+    pidfile.write_text(f"{child.pid}\n")
+    try:
+        medic = start_medic(f"""
+recovery:
+  actions:
+    restart: {{type: signal, pidfile: {pidfile}, signal: SIGTERM}}
+    bad: {{type: signal, pidfile: {tmp_path / "absent.pid"}}}
+  failures:
+    generation_pipeline_error: {{ladder: [bad, restart]}}
+""")
+        medic.report_failure("generation_pipeline_error")
+        found = settled(medic, 2)
+        assert found[0].outcome.value == "failed" and "cannot read a pid" in found[0].detail
+        assert found[1].detail == f"sent SIGTERM to {child.pid}"
+        assert child.wait(10) == -signal.SIGTERM
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_full_disk_keeps_recovery_going_in_memory(start_medic) -> None:
+    medic = start_medic("""
+recovery:
+  cooldown: {base: 0s}
+  actions:
+    noop: {type: in_process}
+  failures:
+    network_error: {ladder: [noop]}
+""")
+    medic.actions.register("noop", lambda: True)
+    assert medic.recovery.journal_healthy
+    pages = medic.db.query("PRAGMA page_count")[0][0]  # type: ignore[union-attr]
+    medic.db.query(f"PRAGMA max_page_count = {pages}")  # type: ignore[union-attr]
+    for _ in range(50):  # enough rows to need a new page: SQLITE_FULL, as on a full disk
+        medic.report_failure("network_error")
+    from tests.helpers import wait_until
+
+    wait_until(lambda: not medic.recovery.journal_healthy, what="the disk-full error")
+
+    def recorded() -> int:
+        return sum(medic.recovery.snapshot()["attempts"].values())
+
+    wait_until(lambda: recorded() >= 50, what="50 attempts recorded in memory")
+    _, total = medic.journal.attempts(limit=100)
+    assert total >= 50  # history still answers, from memory
+    medic.report_failure("network_error")  # and the engine keeps going
+    wait_until(lambda: recorded() >= 51, what="one more attempt")
+    text = medic.exposition.render().text.decode()
+    assert "medic_recovery_journal_up 0.0" in text

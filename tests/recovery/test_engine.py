@@ -1,0 +1,290 @@
+"""The engine with real checks, real commands, a real journal: ladders, gates, verification."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+from exporter.recovery.actions import ActionContext
+from exporter.recovery.types import ActionResult
+from tests.helpers import wait_until
+from tests.recovery.conftest import attempts, settled
+
+
+def outcomes(found: list) -> list[tuple[str, str]]:
+    return [(a.action, a.outcome.value) for a in found]
+
+
+def test_first_rung_does_not_fix_the_check_and_the_second_does(start_medic, tmp_path: Path) -> None:
+    model, backup = tmp_path / "model.bin", tmp_path / "store" / "model.bin"
+    backup.parent.mkdir()
+    backup.write_bytes(b"weights")
+    medic = start_medic(f"""
+checks:
+  - {{name: model, type: path, path: {model}, kind: file, interval: 1h, timeout: 1s}}
+recovery:
+  actions:
+    poke: {{type: command, argv: ["true"]}}
+    restore: {{type: command, argv: [cp, {backup}, {model}]}}
+  failures:
+    model_loading_failure:
+      verify: [model]
+      settle_delay: 0s
+      ladder: [poke, restore]
+""")
+    assert medic.report_failure("model_loading_failure", "weights missing").accepted
+    found = settled(medic, 2)
+    assert outcomes(found) == [("poke", "not_recovered"), ("restore", "succeeded")]
+    assert found[0].detail.startswith(f"still failing: model: {model}: missing")
+    assert found[1].detail == "verified by model" and model.read_bytes() == b"weights"
+    assert medic.recovery.cooldowns()["model_loading_failure"] > medic.clock.time()
+
+
+def test_exhausted_ladder_starts_a_growing_cooldown(start_medic, tmp_path: Path) -> None:
+    medic = start_medic(f"""
+checks:
+  - {{name: model, type: path, path: {tmp_path / "never"}, interval: 1h, timeout: 1s}}
+recovery:
+  cooldown: {{base: 10m, multiplier: 3, max: 2h}}
+  actions:
+    poke: {{type: command, argv: ["true"]}}
+  failures:
+    model_loading_failure: {{verify: [model], settle_delay: 0s, ladder: [poke]}}
+""")
+    medic.report_failure("model_loading_failure")
+    found = settled(medic, 2)
+    assert outcomes(found) == [("poke", "not_recovered"), ("ladder", "exhausted")]
+    first = medic.journal.cooldown("model_loading_failure")
+    assert first is not None and first.consecutive == 1
+    assert first.until - medic.clock.time() == pytest_approx(600)
+    medic.recovery.reset()
+    medic.report_failure("model_loading_failure")
+    settled(medic, 4)
+    second = medic.journal.cooldown("model_loading_failure")
+    assert second is not None and second.consecutive == 1  # reset forgot the streak
+
+
+def pytest_approx(value: float):
+    import pytest
+
+    return pytest.approx(value, abs=5)
+
+
+def test_gates_duplicate_cooldown_and_resolved(start_medic) -> None:
+    medic = start_medic("""
+recovery:
+  actions:
+    noop: {type: in_process}
+  failures:
+    network_error: {ladder: [noop]}
+""")
+    medic.actions.register("noop", lambda: True)
+    assert medic.report_failure("network_error", dedup_key="fp1@t1").accepted
+    settled(medic, 1)
+    again = medic.report_failure("network_error", dedup_key="fp1@t1")
+    assert again.result == "duplicate"
+    assert medic.report_failure("network_error", dedup_key="fp2@t1").accepted
+    medic.recovery.resolve("fp3@t1")
+    assert medic.report_failure("network_error", dedup_key="fp3@t1").result == "ignored_resolved"
+    found = settled(medic, 3)
+    assert outcomes(found) == [
+        ("noop", "succeeded"),
+        ("ladder", "skipped_duplicate"),
+        ("ladder", "skipped_cooldown"),
+    ]
+    assert medic.report_failure("cosmic_rays").result == "unknown_failure_type"
+
+
+def test_same_failure_type_twice_at_once_is_skipped_concurrency(start_medic) -> None:
+    medic = start_medic("""
+recovery:
+  cooldown: {base: 0s}
+  actions:
+    slow: {type: in_process}
+  failures:
+    vram_exhaustion: {ladder: [slow]}
+""")
+    release = threading.Event()
+    running = threading.Event()
+
+    def slow() -> bool:
+        running.set()
+        return release.wait(10)
+
+    medic.actions.register("slow", slow)
+    medic.report_failure("vram_exhaustion")
+    assert running.wait(10)
+    medic.report_failure("vram_exhaustion")
+    wait_until(lambda: ("ladder", "skipped_concurrency") in outcomes(attempts(medic)))
+    release.set()
+    found = settled(medic, 2)
+    assert ("slow", "succeeded") in outcomes(found)
+
+
+def test_failures_timeouts_and_nonsense_move_down_the_ladder(start_medic) -> None:
+    medic = start_medic("""
+recovery:
+  rate_limit: {actions: 100}
+  actions:
+    raises: {type: in_process}
+    hangs: {type: in_process}
+    nonsense: {type: in_process}
+    unregistered: {type: in_process}
+    works: {type: in_process}
+  failures:
+    generation_pipeline_error:
+      ladder:
+        - raises
+        - {action: hangs, timeout: 200ms}
+        - nonsense
+        - unregistered
+        - clear_gpu_cache
+        - works
+""")
+
+    def raises() -> None:
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    async def hangs() -> None:
+        await asyncio.Event().wait()
+
+    medic.actions.register("raises", raises)
+    medic.actions.register("hangs", hangs)
+    medic.actions.register("nonsense", lambda: 42)
+    medic.actions.register("works", lambda ctx: ActionResult(True, f"params {ctx.params}"))
+    medic.report_failure("generation_pipeline_error")
+    found = settled(medic, 6)
+    assert outcomes(found) == [
+        ("raises", "failed"), ("hangs", "timeout"), ("nonsense", "failed"),
+        ("unregistered", "failed"), ("clear_gpu_cache", "skipped_unavailable"),
+        ("works", "succeeded"),
+    ]  # fmt: skip
+    assert found[0].detail == "RuntimeError: CUDA error: an illegal memory access"
+    assert found[2].detail.startswith("TypeError: action returned int")
+    assert "no callable registered" in found[3].detail
+    assert "torch with CUDA is not in use" in found[4].detail
+
+
+def test_an_action_that_keeps_failing_opens_its_breaker(start_medic) -> None:
+    medic = start_medic("""
+recovery:
+  cooldown: {base: 0s}
+  action_breaker_failures: 2
+  actions:
+    flaky: {type: in_process}
+  failures:
+    network_error: {ladder: [flaky]}
+""")
+    medic.actions.register("flaky", lambda: False)
+    for count in (2, 4, 6):  # each ladder: the rung, then "exhausted"
+        medic.report_failure("network_error")
+        settled(medic, count)
+    found = outcomes(attempts(medic))
+    assert found[-2] == ("flaky", "skipped_breaker_open")
+    assert medic.breakers.get("action:flaky").state.value == "open"
+
+
+def test_rate_limit_and_dry_run(start_medic) -> None:
+    medic = start_medic("""
+recovery:
+  rate_limit: {actions: 1, per: 1h}
+  actions:
+    noop: {type: in_process}
+  failures:
+    network_error: {ladder: [noop]}
+    vram_exhaustion: {ladder: [noop]}
+""")
+    medic.actions.register("noop", lambda: True)
+    medic.report_failure("network_error")
+    settled(medic, 1)
+    medic.report_failure("vram_exhaustion")
+    found = settled(medic, 2)
+    assert outcomes(found)[1] == ("noop", "skipped_rate_limit")
+
+
+def test_dry_run_describes_and_changes_nothing(start_medic, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    medic = start_medic(f"""
+recovery:
+  dry_run: true
+  actions:
+    touch: {{type: command, argv: [touch, {marker}]}}
+  failures:
+    system_resource_error: {{ladder: [touch]}}
+""")
+    medic.report_failure("system_resource_error")
+    (attempt,) = settled(medic, 1)
+    assert (attempt.action, attempt.outcome.value, attempt.dry_run) == ("touch", "dry_run", True)
+    assert attempt.detail == f"would run ['touch', '{marker}']"
+    assert not marker.exists()
+    assert medic.recovery.cooldowns()["system_resource_error"] == 0
+
+
+def test_queue_full_is_refused_and_counted(start_medic) -> None:
+    medic = start_medic("""
+recovery:
+  queue_size: 1
+  workers: 1
+  actions:
+    slow: {type: in_process}
+  failures:
+    vram_exhaustion: {ladder: [slow]}
+    network_error: {ladder: [slow]}
+""")
+    release, running = threading.Event(), threading.Event()
+    medic.actions.register("slow", lambda: running.set() or release.wait(10))
+    medic.report_failure("vram_exhaustion")
+    assert running.wait(10)  # the only worker is busy
+    assert medic.report_failure("network_error").accepted  # fills the queue
+    refused = medic.report_failure("network_error", dedup_key="x")
+    assert refused.result == "queue_full"
+    assert medic.recovery.snapshot()["events"]["queue_full"] == 1
+    release.set()
+    settled(medic, 2)
+
+
+def test_resolving_an_episode_cancels_its_queued_attempt(start_medic) -> None:
+    medic = start_medic("""
+recovery:
+  workers: 1
+  cooldown: {base: 0s}
+  actions:
+    slow: {type: in_process}
+  failures:
+    vram_exhaustion: {ladder: [slow]}
+    network_error: {ladder: [slow]}
+""")
+    release, running = threading.Event(), threading.Event()
+    medic.actions.register("slow", lambda: running.set() or release.wait(10))
+    medic.report_failure("vram_exhaustion", dedup_key="running")
+    assert running.wait(10)
+    medic.report_failure("network_error", dedup_key="queued")
+    assert medic.recovery.resolve("queued") is True
+    assert medic.recovery.resolve("running") is False  # a running action finishes
+    release.set()
+    wait_until(lambda: medic.recovery.snapshot()["events"].get("cancelled_resolved") == 1)
+    found = settled(medic, 1)
+    assert outcomes(found) == [("slow", "succeeded")]
+
+
+def test_in_process_actions_get_the_context(start_medic) -> None:
+    medic = start_medic("""
+recovery:
+  actions:
+    reduce_generation_params: {type: in_process}
+  failures:
+    vram_exhaustion:
+      ladder: [{action: reduce_generation_params, params: {batch_size: 2}}]
+""")
+    seen: list[ActionContext] = []
+
+    @medic.actions.register("reduce_generation_params")
+    async def reduce(ctx: ActionContext) -> ActionResult:
+        seen.append(ctx)
+        return ActionResult(True, f"batch size now {ctx.params['batch_size']}")
+
+    medic.report_failure("vram_exhaustion", "CUDA out of memory", {"gpu": "0"}, "k1")
+    (attempt,) = settled(medic, 1)
+    assert attempt.detail == "batch size now 2" and attempt.source == "app"
+    assert seen[0].event.labels == {"gpu": "0"} and seen[0].event.detail == "CUDA out of memory"
