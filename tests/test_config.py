@@ -66,6 +66,20 @@ def test_valid_file_loads_every_check_type() -> None:
             "bad_listen.yml",
             "bad_listen.yml:2: server.listen: listen address 'everywhere' must be HOST:PORT",
         ),
+        (
+            "unknown_action.yml",
+            "unknown_action.yml:6: recovery.failures.vram_exhaustion.ladder[1].action: "
+            "unknown action 'reduce_generation_params'",
+        ),
+        (
+            "unknown_failure_type.yml",
+            "unknown_failure_type.yml:3: recovery.failures.cosmic_rays: invalid name",
+        ),
+        (
+            "unknown_verify_check.yml",
+            "unknown_verify_check.yml:6: recovery.failures.model_loading_failure.verify[1]: "
+            "no check named 'weights'",
+        ),
         ("not_a_mapping.yml", "not_a_mapping.yml:1: the top level must be a mapping"),
     ],
 )

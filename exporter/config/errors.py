@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from exporter.config import models
+from exporter.config.units import Located
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,13 @@ def problems_from(
     """Every validation error as a Problem with a clean location and, when known, its line."""
     problems = []
     for error in exc.errors():
+        located = (error.get("ctx") or {}).get("error")
+        if isinstance(located, Located):
+            base = _clean_loc(error["loc"], data)
+            for suffix, text in located.problems:
+                where = [*base, *suffix]
+                problems.append(Problem(_format_loc(where), text, _line_of(root, where)))
+            continue
         loc = _clean_loc(error["loc"], data)
         message = _message(error, _fields_at(model, loc, data))
         if loc and loc[-1] == "[key]":  # a mapping key that is not an allowed name

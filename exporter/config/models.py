@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from exporter.config.units import ByteSize, Duration, parse_duration
+from exporter.config.units import ByteSize, Duration, Located, parse_duration
 
 DEFAULT_PORT = 9847
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
@@ -187,14 +187,14 @@ class Config(Strict):
     @model_validator(mode="after")
     def _verify_checks_exist(self) -> Config:
         names = {check.name for check in self.checks}
-        unknown = [
-            f"recovery.failures.{failure}.verify: no check named {name!r}"
+        unknown: list[tuple[tuple[str | int, ...], str]] = [
+            (("recovery", "failures", failure, "verify", i), f"no check named {name!r}")
             for failure, spec in self.recovery.failures.items()
-            for name in spec.verify
+            for i, name in enumerate(spec.verify)
             if name not in names
         ]
         if unknown:
-            raise ValueError("; ".join(unknown))
+            raise Located(unknown)
         return self
 
     @field_validator("breakers")

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from exporter.config.models import CheckName, PositiveDuration, Strict
-from exporter.config.units import Duration
+from exporter.config.units import Duration, Located
 
 FAILURE_TYPES = (
     "model_loading_failure",
@@ -142,16 +142,18 @@ class RecoveryConfig(Strict):
     @model_validator(mode="after")
     def _actions_exist(self) -> RecoveryConfig:
         known = set(BUILTIN_ACTIONS) | set(self.actions)
-        for name in self.actions:
-            if name in BUILTIN_ACTIONS:
-                raise ValueError(f"actions.{name}: {name!r} is built in and cannot be redefined")
-        missing = [
-            f"failures.{failure}.ladder[{i}].action: unknown action {rung.action!r}"
+        hint = f" (built in: {', '.join(BUILTIN_ACTIONS)}; define others under actions)"
+        problems: list[tuple[tuple[str | int, ...], str]] = [
+            (("actions", name), f"{name!r} is built in and cannot be redefined")
+            for name in self.actions
+            if name in BUILTIN_ACTIONS
+        ]
+        problems += [
+            (("failures", failure, "ladder", i, "action"), f"unknown action {rung.action!r}{hint}")
             for failure, spec in self.failures.items()
             for i, rung in enumerate(spec.ladder)
             if rung.action not in known
         ]
-        if missing:
-            hint = f" (built in: {', '.join(BUILTIN_ACTIONS)}; define others under actions)"
-            raise ValueError("; ".join(missing) + hint)
+        if problems:
+            raise Located(problems)
         return self

@@ -71,3 +71,12 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
 """Bytes, written as a number or with units."""
+
+
+class Located(ValueError):
+    """Several problems found by one validator, each at a location below the validated
+    object (so a cross-reference error can point at the exact rung or list item)."""
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        super().__init__("; ".join(message for _, message in problems))
+        self.problems = problems

@@ -17,9 +17,9 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, overload
 
 from exporter.config.recovery import (
     CommandActionConfig,
@@ -29,6 +29,8 @@ from exporter.config.recovery import (
 from exporter.recovery.types import ActionResult, FailureEvent
 
 log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 OUTPUT_TAIL = 400
 
@@ -289,13 +291,20 @@ class ActionRegistry:
         self._lock = threading.Lock()
         self._callables: dict[str, Callable[..., Any]] = {}
 
-    def register(self, name: str, fn: Callable[..., Any | Awaitable[Any]] | None = None) -> Any:
-        """Register fn under name; usable as `@actions.register("name")` too."""
+    @overload
+    def register(self, name: str) -> Callable[[F], F]: ...
+    @overload
+    def register(self, name: str, fn: F) -> F: ...
+    def register(self, name: str, fn: F | None = None) -> F | Callable[[F], F]:
+        """Register fn (sync or async; may take an ActionContext) under name.
+
+        Also a decorator: `@medic.actions.register("reduce_generation_params")`.
+        """
         if fn is None:
-            return lambda f: self.register(name, f) or f
+            return lambda f: self.register(name, f)
         with self._lock:
             self._callables[name] = fn
-        return None
+        return fn
 
     def get(self, name: str) -> Callable[..., Any] | None:
         """The callable registered under name, or None."""

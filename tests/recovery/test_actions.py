@@ -189,8 +189,8 @@ recovery:
 """)
     medic.actions.register("noop", lambda: True)
     assert medic.recovery.journal_healthy
-    pages = medic.db.query("PRAGMA page_count")[0][0]  # type: ignore[union-attr]
-    medic.db.query(f"PRAGMA max_page_count = {pages}")  # type: ignore[union-attr]
+    pages = medic.db.query("PRAGMA page_count")[0][0]
+    medic.db.query(f"PRAGMA max_page_count = {pages}")
     for _ in range(50):  # enough rows to need a new page: SQLITE_FULL, as on a full disk
         medic.report_failure("network_error")
     from tests.helpers import wait_until

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
+from exporter.app import Medic
 from exporter.recovery.actions import ActionContext
-from exporter.recovery.types import ActionResult
+from exporter.recovery.types import ActionResult, RecoveryAttempt
 from tests.helpers import wait_until
 from tests.recovery.conftest import attempts, settled
 
 
-def outcomes(found: list) -> list[tuple[str, str]]:
+def blocker(running: threading.Event, release: threading.Event):
+    def slow() -> bool:
+        running.set()
+        return release.wait(10)
+
+    return slow
+
+
+def outcomes(found: list[RecoveryAttempt]) -> list[tuple[str, str]]:
     return [(a.action, a.outcome.value) for a in found]
 
 
@@ -233,7 +243,7 @@ recovery:
     network_error: {ladder: [slow]}
 """)
     release, running = threading.Event(), threading.Event()
-    medic.actions.register("slow", lambda: running.set() or release.wait(10))
+    medic.actions.register("slow", blocker(running, release))
     medic.report_failure("vram_exhaustion")
     assert running.wait(10)  # the only worker is busy
     assert medic.report_failure("network_error").accepted  # fills the queue
@@ -256,7 +266,7 @@ recovery:
     network_error: {ladder: [slow]}
 """)
     release, running = threading.Event(), threading.Event()
-    medic.actions.register("slow", lambda: running.set() or release.wait(10))
+    medic.actions.register("slow", blocker(running, release))
     medic.report_failure("vram_exhaustion", dedup_key="running")
     assert running.wait(10)
     medic.report_failure("network_error", dedup_key="queued")
@@ -268,7 +278,7 @@ recovery:
     assert outcomes(found) == [("slow", "succeeded")]
 
 
-def test_in_process_actions_get_the_context(start_medic) -> None:
+def test_in_process_actions_get_the_context(start_medic: Callable[[str], Medic]) -> None:
     medic = start_medic("""
 recovery:
   actions:
@@ -288,3 +298,35 @@ recovery:
     (attempt,) = settled(medic, 1)
     assert attempt.detail == "batch size now 2" and attempt.source == "app"
     assert seen[0].event.labels == {"gpu": "0"} and seen[0].event.detail == "CUDA out of memory"
+
+
+def test_recovery_metrics_through_a_render(start_medic) -> None:
+    medic = start_medic("""
+recovery:
+  actions:
+    noop: {type: in_process}
+  failures:
+    network_error: {ladder: [noop]}
+    vram_exhaustion: {ladder: [noop]}
+""")
+    medic.actions.register("noop", lambda: True)
+    medic.report_failure("network_error")
+    settled(medic, 1)
+    from tests.test_server import value
+
+    text = medic.exposition.render().text.decode()
+    labels = {"failure_type": "network_error", "action": "noop", "outcome": "succeeded"}
+    assert value(text, "medic_recovery_attempts_total", **labels) == 1
+    assert value(text, "medic_recovery_duration_seconds_count", action="noop") == 1
+    assert value(text, "medic_recovery_in_progress") == 0
+    assert value(text, "medic_recovery_queue_length") == 0
+    assert value(text, "medic_recovery_journal_up") == 1
+    assert value(text, "medic_recovery_events_total", result="accepted") == 1
+    until = value(text, "medic_recovery_cooldown_until_timestamp_seconds",
+                  failure_type="network_error")  # fmt: skip
+    assert until is not None and until > medic.clock.time()
+    none = value(text, "medic_recovery_cooldown_until_timestamp_seconds",
+                 failure_type="vram_exhaustion")  # fmt: skip
+    assert none == 0
+    breaker = value(text, "medic_circuitbreaker_state", name="action:noop", state="closed")
+    assert breaker == 1  # each action has its breaker, visible from the start
