@@ -39,6 +39,7 @@ bench: venv-bench
 	$(PY) -m bench.scrape
 	$(PY) -m bench.gpu
 	$(PY) -m bench.breaker
+	$(PY) -m bench.recovery
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

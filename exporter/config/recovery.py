@@ -129,6 +129,9 @@ class RecoveryConfig(Strict):
     dry_run: bool = False
     queue_size: int = Field(default=1000, ge=1)
     workers: int = Field(default=4, ge=1, le=64, description="ladders running at once")
+    max_waiting_per_type: int = Field(
+        default=2, ge=0, description="events that may wait behind a running ladder of their type"
+    )
     rate_limit: RateLimitConfig = RateLimitConfig()
     cooldown: CooldownConfig = CooldownConfig()
     retention: RetentionConfig = RetentionConfig()

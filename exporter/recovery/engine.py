@@ -146,7 +146,8 @@ class RecoveryEngine:
         self._pending = 0
         self._queued_keys: set[str] = set()
         self._cancelled: set[str] = set()
-        self._running_types: set[str] = set()
+        self._type_locks: dict[str, asyncio.Lock] = {}
+        self._waiting: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[tuple[FailureEvent, float]] | None = None
         self._thread: threading.Thread | None = None
@@ -298,24 +299,50 @@ class RecoveryEngine:
             except Exception:
                 log.exception("recovery of %s failed unexpectedly", event.failure_type)
 
-    async def _walk(self, event: FailureEvent) -> None:
-        failure_type = event.failure_type
-        ladder = self._ladders[failure_type]
-        cooldown = self._journal.cooldown(failure_type)
+    def _cooling(self, event: FailureEvent) -> bool:
+        """Record skipped_cooldown and return True while the failure type is cooling down."""
+        cooldown = self._journal.cooldown(event.failure_type)
         now = self._clock.time()
-        if cooldown is not None and now < cooldown.until:
-            detail = f"cooling down for {cooldown.until - now:.0f}s more"
-            self._record_final(event, LADDER, Outcome.SKIPPED_COOLDOWN, detail)
+        if cooldown is None or now >= cooldown.until:
+            return False
+        detail = f"cooling down for {cooldown.until - now:.0f}s more"
+        self._record_final(event, LADDER, Outcome.SKIPPED_COOLDOWN, detail)
+        return True
+
+    async def _walk(self, event: FailureEvent) -> None:
+        """One ladder at a time per failure type (two restarts at once would fight); others
+        of the type wait their turn, then meet the cooldown the first one started."""
+        failure_type = event.failure_type
+        if self._cooling(event):
             return
+        lock = self._type_locks.setdefault(failure_type, asyncio.Lock())
         with self._lock:
-            busy = failure_type in self._running_types
-            if not busy:
-                self._running_types.add(failure_type)
-                self.in_progress += 1
-        if busy:
-            detail = "a ladder for this failure type is already running"
+            waiting = self._waiting.get(failure_type, 0)
+            crowded = lock.locked() and waiting >= self.config.max_waiting_per_type
+            if not crowded:
+                self._waiting[failure_type] = waiting + 1
+        if crowded:
+            detail = f"{waiting} events already wait for this failure type's running ladder"
             self._record_final(event, LADDER, Outcome.SKIPPED_CONCURRENCY, detail)
             return
+        acquired = False
+        try:
+            async with lock:
+                acquired = True
+                with self._lock:
+                    self._waiting[failure_type] -= 1
+                if not self._cooling(event):
+                    await self._climb(event)
+        finally:
+            if not acquired:  # cancelled while waiting for the lock
+                with self._lock:
+                    self._waiting[failure_type] -= 1
+
+    async def _climb(self, event: FailureEvent) -> None:
+        failure_type = event.failure_type
+        ladder = self._ladders[failure_type]
+        with self._lock:
+            self.in_progress += 1
         self._on_change()
         if event.dedup_key:
             self._journal.mark_episode(event.dedup_key, "handled")
@@ -333,7 +360,6 @@ class RecoveryEngine:
             self._start_cooldown(failure_type, ladder.cooldown, recovered=False)
         finally:
             with self._lock:
-                self._running_types.discard(failure_type)
                 self.in_progress -= 1
             self._on_change()
 

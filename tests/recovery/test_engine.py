@@ -106,30 +106,49 @@ recovery:
     assert medic.report_failure("cosmic_rays").result == "unknown_failure_type"
 
 
-def test_same_failure_type_twice_at_once_is_skipped_concurrency(start_medic) -> None:
+def test_one_ladder_per_failure_type_waiters_meet_the_cooldown(start_medic) -> None:
     medic = start_medic("""
 recovery:
-  cooldown: {base: 0s}
+  cooldown: {base: 1h}
   actions:
     slow: {type: in_process}
   failures:
     vram_exhaustion: {ladder: [slow]}
 """)
-    release = threading.Event()
-    running = threading.Event()
-
-    def slow() -> bool:
-        running.set()
-        return release.wait(10)
-
-    medic.actions.register("slow", slow)
+    release, running = threading.Event(), threading.Event()
+    medic.actions.register("slow", blocker(running, release))
     medic.report_failure("vram_exhaustion")
     assert running.wait(10)
-    medic.report_failure("vram_exhaustion")
-    wait_until(lambda: ("ladder", "skipped_concurrency") in outcomes(attempts(medic)))
+    medic.report_failure("vram_exhaustion")  # waits for the running ladder, not beside it
     release.set()
     found = settled(medic, 2)
-    assert ("slow", "succeeded") in outcomes(found)
+    assert outcomes(found) == [("slow", "succeeded"), ("ladder", "skipped_cooldown")]
+
+
+def test_too_many_waiting_behind_a_ladder_is_skipped_concurrency(start_medic) -> None:
+    medic = start_medic("""
+recovery:
+  cooldown: {base: 0s}
+  max_waiting_per_type: 1
+  actions:
+    slow: {type: in_process}
+  failures:
+    vram_exhaustion: {ladder: [slow]}
+""")
+    release, running = threading.Event(), threading.Event()
+    medic.actions.register("slow", blocker(running, release))
+    medic.report_failure("vram_exhaustion")
+    assert running.wait(10)
+    medic.report_failure("vram_exhaustion")  # waits its turn
+    medic.report_failure("vram_exhaustion")  # one too many
+    wait_until(lambda: ("ladder", "skipped_concurrency") in outcomes(attempts(medic)))
+    release.set()
+    found = settled(medic, 3)
+    assert sorted(outcomes(found)) == [
+        ("ladder", "skipped_concurrency"),
+        ("slow", "succeeded"),
+        ("slow", "succeeded"),
+    ]
 
 
 def test_failures_timeouts_and_nonsense_move_down_the_ladder(start_medic) -> None:
