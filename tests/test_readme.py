@@ -18,4 +18,6 @@ def test_python_example_runs(
     assert blocks
     for block in blocks:
         exec(compile(block, str(README), "exec"), {})  # our own documentation
-    assert "True" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "True" in out
+    assert "{'batch_size': 1}" in out  # the recovery example's ladder really ran

@@ -153,6 +153,8 @@ class RecoveryEngine:
         self._thread: threading.Thread | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._accepting = False
+        self._stopping = False
+        self._idle = threading.Condition()
         # metrics, read by the collector
         self.attempt_counts: dict[tuple[str, str, str], int] = {}
         self.event_counts: dict[str, int] = {}
@@ -205,6 +207,7 @@ class RecoveryEngine:
             loop.close()
 
     async def _cancel_workers(self) -> None:
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -260,6 +263,18 @@ class RecoveryEngine:
                 breaker = self._breakers.find(self._breaker_name(rung.action))
                 if breaker is not None:
                     breaker.reset()
+        self._changed()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is queued or running (tests, docs, graceful hand-over)."""
+        with self._idle:
+            return self._idle.wait_for(
+                lambda: self._pending == 0 and self.in_progress == 0, timeout
+            )
+
+    def _changed(self) -> None:
+        with self._idle:
+            self._idle.notify_all()
         self._on_change()
 
     def queue_length(self) -> int:
@@ -279,7 +294,7 @@ class RecoveryEngine:
     # --- the worker ---------------------------------------------------------------------
     async def _worker(self) -> None:
         assert self._queue is not None
-        while True:
+        while not self._stopping:
             event, _enqueued = await self._queue.get()
             key = event.dedup_key
             with self._lock:
@@ -289,15 +304,17 @@ class RecoveryEngine:
                     self._queued_keys.discard(key)
                     cancelled = key in self._cancelled
                     self._cancelled.discard(key)
-            if cancelled:
-                self._count_event("cancelled_resolved")
-                continue
             try:
-                await self._walk(event)
+                if cancelled:
+                    self._count_event("cancelled_resolved")
+                elif not self._stopping:
+                    await self._walk(event)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("recovery of %s failed unexpectedly", event.failure_type)
+            finally:
+                self._changed()
 
     def _cooling(self, event: FailureEvent) -> bool:
         """Record skipped_cooldown and return True while the failure type is cooling down."""
@@ -343,7 +360,7 @@ class RecoveryEngine:
         ladder = self._ladders[failure_type]
         with self._lock:
             self.in_progress += 1
-        self._on_change()
+        self._changed()
         if event.dedup_key:
             self._journal.mark_episode(event.dedup_key, "handled")
         try:
@@ -361,7 +378,7 @@ class RecoveryEngine:
         finally:
             with self._lock:
                 self.in_progress -= 1
-            self._on_change()
+            self._changed()
 
     async def _rung(self, event: FailureEvent, ladder: FailureConfig, rung: RungConfig) -> Outcome:
         """Gates (rate limit, dry-run; the breaker is in _execute), then the action."""
@@ -393,7 +410,10 @@ class RecoveryEngine:
 
         async def guarded() -> ActionResult:
             attempt.append(self._begin(event, rung.action))
-            result = await asyncio.wait_for(action.run(ctx), rung.timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the action finishing, and then stop() never gets the worker.
+            async with asyncio.timeout(rung.timeout):
+                result = await action.run(ctx)
             if not result.ok and not result.unavailable:
                 raise ActionFailed(result)
             return result
@@ -511,7 +531,7 @@ class RecoveryEngine:
         key = (failure_type, action, outcome.value)
         with self._lock:
             self.attempt_counts[key] = self.attempt_counts.get(key, 0) + n
-        self._on_change()
+        self._changed()
 
     def _count_event(self, result: str) -> None:
         with self._lock:

@@ -226,8 +226,9 @@ class CircuitBreaker:
         try:
             if self._timeout is None:
                 result = await fn(*args, **kwargs)
-            else:
-                result = await asyncio.wait_for(fn(*args, **kwargs), self.settings.call_timeout)
+            else:  # asyncio.timeout: wait_for can swallow a racing cancellation on 3.11
+                async with asyncio.timeout(self._timeout):
+                    result = await fn(*args, **kwargs)
         except BaseException as exc:
             self._record_exception(exc, trial)
             raise

@@ -349,3 +349,42 @@ recovery:
     assert none == 0
     breaker = value(text, "medic_circuitbreaker_state", name="action:noop", state="closed")
     assert breaker == 1  # each action has its breaker, visible from the start
+
+
+def test_stop_while_an_action_finishes_never_leaves_a_worker_behind(tmp_path: Path) -> None:
+    # On Python 3.11 asyncio.wait_for could swallow a cancellation racing with the action's
+    # result; the worker then outlived stop(). Repeat the race a few times.
+    from exporter.app import Medic
+    from exporter.config import parse_config
+
+    config = parse_config(f"""
+data_dir: {tmp_path}
+recovery:
+  actions:
+    quick: {{type: in_process}}
+  failures:
+    network_error: {{ladder: [quick]}}
+""", env={})  # fmt: skip
+    for _ in range(10):
+        medic = Medic(config)
+        medic.actions.register("quick", lambda: True)
+        medic.start()
+        medic.report_failure("network_error")
+        medic.stop()
+        assert all(task.done() for task in medic.recovery._tasks)
+        assert medic.db is not None
+        medic.db.close()
+
+
+def test_wait_idle(start_medic) -> None:
+    medic = start_medic("""
+recovery:
+  actions:
+    noop: {type: in_process}
+  failures:
+    network_error: {ladder: [noop]}
+""")
+    medic.actions.register("noop", lambda: True)
+    medic.report_failure("network_error")
+    assert medic.recovery.wait_idle(10)
+    assert outcomes(attempts(medic)) == [("noop", "succeeded")]
