@@ -163,6 +163,8 @@ class ServerConfig(Strict):
     shutdown_grace: PositiveDuration = Field(
         default=3.0, description="time in-flight responses get after SIGTERM"
     )
+    auth: AuthConfig | None = None
+    tls: TlsConfig | None = None
 
 
 def default_data_dir() -> Path:
@@ -176,13 +178,14 @@ def default_data_dir() -> Path:
 class Config(Strict):
     """The whole of medic's configuration."""
 
-    server: ServerConfig = ServerConfig()
+    server: ServerConfig = Field(default_factory=lambda: ServerConfig())  # noqa: PLW0108
     data_dir: Path = Field(default_factory=default_data_dir)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     checks: list[CheckConfig] = Field(default_factory=list)
     breakers: list[BreakerConfig] = Field(default_factory=list)
     # a lambda: RecoveryConfig is defined after this class (it builds on these types)
     recovery: RecoveryConfig = Field(default_factory=lambda: RecoveryConfig())  # noqa: PLW0108
+    webhook: WebhookConfig = Field(default_factory=lambda: WebhookConfig())  # noqa: PLW0108
 
     @model_validator(mode="after")
     def _verify_checks_exist(self) -> Config:
@@ -193,6 +196,12 @@ class Config(Strict):
             for i, name in enumerate(spec.verify)
             if name not in names
         ]
+        unknown += [
+            (("webhook", "routes", i, "failure_type"),
+             f"{route.failure_type!r} has no ladder under recovery.failures")
+            for i, route in enumerate(self.webhook.routes)
+            if route.failure_type not in self.recovery.failures
+        ]  # fmt: skip
         if unknown:
             raise Located(unknown)
         return self
@@ -224,5 +233,11 @@ class Config(Strict):
 
 
 from exporter.config.recovery import RecoveryConfig  # noqa: E402 - it builds on the types above
+from exporter.config.server import (  # noqa: E402
+    AuthConfig,
+    TlsConfig,
+    WebhookConfig,
+)
 
+ServerConfig.model_rebuild()
 Config.model_rebuild()

@@ -11,6 +11,7 @@ Recovered: stop. Not recovered: next rung. Out of rungs: `exhausted`, and a long
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections import deque
@@ -59,7 +60,8 @@ class Submission:
     """What happened to a submitted event: accepted, or why not."""
 
     result: str
-    """accepted | duplicate | ignored_resolved | unknown_failure_type | queue_full | stopped"""
+    """accepted | duplicate | ignored_resolved | unknown_failure_type | queue_full | stopped;
+    accepted covers events that wait in the journal's inbox while the queue is full."""
     detail: str = ""
 
     @property
@@ -149,7 +151,10 @@ class RecoveryEngine:
         self._type_locks: dict[str, asyncio.Lock] = {}
         self._waiting: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[tuple[FailureEvent, float]] | None = None
+        self._queue: asyncio.Queue[tuple[FailureEvent, int]] | None = None
+        self._deferred = 0  # accepted events waiting in the journal's inbox, not in memory
+        self._inbox_cursor = 0  # every inbox id up to this one is in memory or done
+        self._room: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._accepting = False
@@ -163,10 +168,12 @@ class RecoveryEngine:
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        """Mark attempts a dead process left running as interrupted; start the loop."""
+        """Mark attempts a dead process left running as interrupted; start the loop; replay
+        events that were accepted but never picked up (their inbox rows survived)."""
         interrupted = self._journal.open()
         if interrupted:
             self._count_attempt("*", LADDER, Outcome.INTERRUPTED, interrupted)
+        backlog = self._journal.inbox_after(0, 1_000_000)
         for failure in self.config.failures.values():
             for rung in failure.ladder:
                 self._breakers.get(self._breaker_name(rung.action), self._action_breaker)
@@ -176,7 +183,25 @@ class RecoveryEngine:
         )
         self._thread.start()
         ready.wait(5)
+        if backlog:
+            log.warning("replaying %d accepted events a previous run did not start", len(backlog))
+            self._replay(backlog)
         self._accepting = True
+
+    def _replay(self, backlog: list[tuple[int, FailureEvent]]) -> None:
+        assert self._loop is not None and self._queue is not None
+        room = self.config.queue_size
+        with self._lock:
+            for inbox_id, event in backlog:
+                if event.dedup_key:
+                    self._queued_keys.add(event.dedup_key)
+                if room > 0:
+                    room -= 1
+                    self._pending += 1
+                    self._inbox_cursor = inbox_id
+                    self._loop.call_soon_threadsafe(self._queue.put_nowait, (event, inbox_id))
+                else:
+                    self._deferred += 1
 
     def stop(self, timeout: float = 3.0) -> None:
         """Refuse new events; interrupt running actions (recorded as such); stop the loop."""
@@ -198,8 +223,10 @@ class RecoveryEngine:
         asyncio.set_event_loop(loop)
         self._loop = loop
         self._queue = asyncio.Queue()
+        self._room = asyncio.Event()
         self._tasks = [loop.create_task(self._worker()) for _ in range(self.config.workers)]
         self._tasks.append(loop.create_task(self._prune_periodically()))
+        self._tasks.append(loop.create_task(self._drain_deferred()))
         loop.call_soon(ready.set)
         try:
             loop.run_forever()
@@ -231,19 +258,28 @@ class RecoveryEngine:
                 )
             elif key and (state == "handled" or key in self._queued_keys):
                 refused = Submission("duplicate", "this episode is already handled")
-            elif self._pending >= self.config.queue_size:
-                refused = Submission("queue_full", f"{self._pending} events are waiting")
-            else:
+            elif self._pending < self.config.queue_size and not self._deferred:
                 refused = None
                 self._pending += 1
-                if key:
-                    self._queued_keys.add(key)
+                inbox_id = self._journal.inbox_add(event)  # persisted before the answer
+                self._inbox_cursor = inbox_id
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, (event, inbox_id))
+            elif self._journal.healthy:
+                # Queue full: the event waits in the journal's inbox and is fed in later.
+                refused = None
+                self._deferred += 1
+                self._journal.inbox_add(event)
+            else:
+                refused = Submission(
+                    "queue_full", f"{self._pending} events wait and the journal cannot hold more"
+                )
+            if refused is None and key:
+                self._queued_keys.add(key)
         if refused is not None:
             if refused.result == "duplicate":
                 self._record_final(event, LADDER, Outcome.SKIPPED_DUPLICATE, refused.detail)
             return self._refused(refused.result, refused.detail)
         self._count_event("accepted")
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, (event, self._clock.monotonic()))
         return Submission("accepted")
 
     def resolve(self, dedup_key: str) -> bool:
@@ -295,7 +331,7 @@ class RecoveryEngine:
     async def _worker(self) -> None:
         assert self._queue is not None
         while not self._stopping:
-            event, _enqueued = await self._queue.get()
+            event, inbox_id = await self._queue.get()
             key = event.dedup_key
             with self._lock:
                 self._pending -= 1
@@ -304,9 +340,17 @@ class RecoveryEngine:
                     self._queued_keys.discard(key)
                     cancelled = key in self._cancelled
                     self._cancelled.discard(key)
+                if self._deferred and self._room is not None:
+                    self._room.set()
+            self._journal.inbox_remove(inbox_id)
+            # An event replayed after a crash may have started before it: skip it then.
+            episode = self._journal.episode(key) if key else None
             try:
-                if cancelled:
+                if cancelled or episode == "resolved":
                     self._count_event("cancelled_resolved")
+                elif episode == "handled":
+                    detail = "this episode was already handled before a restart"
+                    self._record_final(event, LADDER, Outcome.SKIPPED_DUPLICATE, detail)
                 elif not self._stopping:
                     await self._walk(event)
             except asyncio.CancelledError:
@@ -541,6 +585,28 @@ class RecoveryEngine:
         self._count_event(result)
         return Submission(result, detail)
 
+    async def _drain_deferred(self) -> None:
+        """Feed events waiting in the journal's inbox into the queue as it frees up."""
+        assert self._room is not None and self._queue is not None
+        while True:
+            await self._room.wait()
+            self._room.clear()
+            with self._lock:
+                free = self.config.queue_size - self._pending
+                after, wanted = self._inbox_cursor, min(free, self._deferred)
+            if wanted <= 0:
+                continue
+            load = functools.partial(self._journal.inbox_after, after, wanted)
+            batch = await run_in_daemon_thread(load)
+            with self._lock:
+                for inbox_id, event in batch:
+                    self._deferred -= 1
+                    self._pending += 1
+                    self._inbox_cursor = inbox_id
+                    self._queue.put_nowait((event, inbox_id))
+                if self._deferred and self._pending < self.config.queue_size:
+                    self._room.set()
+
     async def _prune_periodically(self) -> None:
         retention = self.config.retention
         while True:
@@ -553,6 +619,7 @@ class RecoveryEngine:
         """Counters for the metrics collector, read together."""
         with self._lock:
             return {
+                "deferred": self._deferred,
                 "attempts": dict(self.attempt_counts),
                 "events": dict(self.event_counts),
                 "durations": {

@@ -7,6 +7,7 @@ correct and the history queryable when the disk refuses writes.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import deque
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.clock import Clock
-from exporter.recovery.types import Outcome, RecoveryAttempt
+from exporter.recovery.types import FailureEvent, Outcome, RecoveryAttempt
 from exporter.storage.sqlite import Database
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,16 @@ CREATE TABLE IF NOT EXISTS recovery_episodes (
     dedup_key TEXT PRIMARY KEY,
     state     TEXT NOT NULL,
     seen      REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recovery_inbox (
+    id           INTEGER PRIMARY KEY,
+    failure_type TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    labels       TEXT NOT NULL,
+    dedup_key    TEXT,
+    fingerprint  TEXT,
+    starts_at    TEXT,
+    detail       TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS recovery_cooldowns (
     failure_type TEXT PRIMARY KEY,
@@ -86,6 +97,7 @@ class Journal:
         self._episodes: dict[str, str] = {}
         self._cooldowns: dict[str, Cooldown] = {}
         self._next_id = 1
+        self._next_inbox = 1
         if db is not None:
             db.script(SCHEMA)
 
@@ -103,6 +115,8 @@ class Journal:
         now = self._clock.time()
         rows = self._db.query("SELECT COALESCE(MAX(id), 0) FROM recovery_attempts")
         self._next_id = int(rows[0][0]) + 1
+        rows = self._db.query("SELECT COALESCE(MAX(id), 0) FROM recovery_inbox")
+        self._next_inbox = int(rows[0][0]) + 1
         running = self._db.query(
             "SELECT COUNT(*) FROM recovery_attempts WHERE outcome = ?", (Outcome.RUNNING.value,)
         )[0][0]
@@ -225,6 +239,42 @@ class Journal:
             {"failure_type": ft, "action": action, "attempts": int(n), "successes": int(ok or 0),
              "failures": int(bad or 0), "last_attempt": last}
             for ft, action, n, ok, bad, last in rows
+        ]  # fmt: skip
+
+    # --- the inbox: accepted events not yet picked up by a worker ------------------------
+    def inbox_add(self, event: FailureEvent) -> int:
+        """Persist an accepted event (queued write); returns its inbox id."""
+        with self._lock:
+            inbox_id = self._next_inbox
+            self._next_inbox += 1
+        if self._db is not None:
+            self._db.write(
+                "INSERT INTO recovery_inbox (id, failure_type, source, labels, dedup_key, "
+                "fingerprint, starts_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (inbox_id, event.failure_type, event.source, json.dumps(event.labels),
+                 event.dedup_key, event.fingerprint, event.starts_at, event.detail),
+            )  # fmt: skip
+        return inbox_id
+
+    def inbox_remove(self, inbox_id: int) -> None:
+        """A worker picked the event up."""
+        if self._db is not None:
+            self._db.write("DELETE FROM recovery_inbox WHERE id = ?", (inbox_id,))
+
+    def inbox_after(self, after: int, limit: int) -> list[tuple[int, FailureEvent]]:
+        """Persisted events with id > after, oldest first. Blocking: call off the loop."""
+        if self._db is None or not self._db.healthy:
+            return []
+        self._db.flush(timeout=2.0)
+        rows = self._db.query(
+            "SELECT id, failure_type, source, labels, dedup_key, fingerprint, starts_at, detail "
+            "FROM recovery_inbox WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [
+            (int(id_), FailureEvent(ft, source, json.loads(labels), dedup_key=key,
+                                    fingerprint=fp, starts_at=starts, detail=detail))
+            for id_, ft, source, labels, key, fp, starts, detail in rows
         ]  # fmt: skip
 
     # --- episodes and cooldowns ---------------------------------------------------------

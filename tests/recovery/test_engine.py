@@ -250,27 +250,57 @@ recovery:
     assert medic.recovery.cooldowns()["system_resource_error"] == 0
 
 
-def test_queue_full_is_refused_and_counted(start_medic) -> None:
-    medic = start_medic("""
+QUEUE_OF_ONE = """
 recovery:
   queue_size: 1
   workers: 1
+  cooldown: {base: 0s}
+  max_waiting_per_type: 100
   actions:
     slow: {type: in_process}
   failures:
     vram_exhaustion: {ladder: [slow]}
     network_error: {ladder: [slow]}
-""")
+"""
+
+
+def test_a_full_queue_defers_events_to_the_journal_and_runs_them_later(start_medic) -> None:
+    medic = start_medic(QUEUE_OF_ONE)
     release, running = threading.Event(), threading.Event()
     medic.actions.register("slow", blocker(running, release))
     medic.report_failure("vram_exhaustion")
     assert running.wait(10)  # the only worker is busy
-    assert medic.report_failure("network_error").accepted  # fills the queue
-    refused = medic.report_failure("network_error", dedup_key="x")
-    assert refused.result == "queue_full"
-    assert medic.recovery.snapshot()["events"]["queue_full"] == 1
+    assert medic.report_failure("network_error", dedup_key="q").accepted  # fills the queue
+    deferred = [medic.report_failure("network_error", dedup_key=f"d{i}") for i in range(3)]
+    assert all(s.accepted for s in deferred)  # persisted in the journal's inbox
+    assert medic.recovery.snapshot()["deferred"] == 3
+    assert medic.report_failure("network_error", dedup_key="d1").result == "duplicate"
     release.set()
-    settled(medic, 2)
+    found = settled(medic, 6)
+    keys = [a.dedup_key for a in found if a.action == "slow"]
+    assert keys == [None, "q", "d0", "d1", "d2"]  # in order, none lost
+    assert medic.recovery.snapshot()["deferred"] == 0
+
+
+def test_a_full_queue_with_no_journal_refuses_and_counts(tmp_path: Path) -> None:
+    from exporter.app import Medic
+    from exporter.config import parse_config
+
+    (tmp_path / "data").write_text("not a directory: no journal can be opened")
+    medic = Medic(parse_config(f"data_dir: {tmp_path / 'data'}\n" + QUEUE_OF_ONE, env={}))
+    release, running = threading.Event(), threading.Event()
+    medic.actions.register("slow", blocker(running, release))
+    medic.start()
+    try:
+        medic.report_failure("vram_exhaustion")
+        assert running.wait(10)
+        assert medic.report_failure("network_error").accepted
+        refused = medic.report_failure("network_error", dedup_key="x")
+        assert refused.result == "queue_full"
+        assert medic.recovery.snapshot()["events"]["queue_full"] == 1
+    finally:
+        release.set()
+        medic.stop()
 
 
 def test_resolving_an_episode_cancels_its_queued_attempt(start_medic) -> None:

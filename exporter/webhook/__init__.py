@@ -1,0 +1,1 @@
+"""Alertmanager webhook intake: models, routing, authentication."""
