@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from exporter.app import Medic
 from exporter.config.units import parse_duration
 from exporter.recovery.types import FailureEvent, Outcome
+from exporter.webhook.auth import Authenticator
 
 
 class FailureReport(BaseModel):
@@ -25,15 +27,27 @@ class FailureReport(BaseModel):
     dedup_key: str | None = Field(default=None, max_length=512)
 
 
-def require_local(request: Request) -> None:
-    """Refuse callers that are not on this host (until the webhook's auth covers these)."""
-    host = request.client.host if request.client else ""
-    try:
-        local = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        local = False
-    if not local:
-        raise HTTPException(403, "this endpoint only answers on the loopback interface")
+def guard(authenticator: Authenticator | None) -> Callable[[Request], None]:
+    """With auth configured: the webhook's credentials. Without: callers on this host only."""
+
+    def check(request: Request) -> None:
+        if authenticator is not None:
+            if not authenticator.check(request.headers.get("authorization")):
+                raise HTTPException(
+                    401,
+                    "missing or wrong credentials",
+                    headers={"WWW-Authenticate": f'{authenticator.scheme} realm="medic"'},
+                )
+            return
+        host = request.client.host if request.client else ""
+        try:
+            local = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            local = False
+        if not local:
+            raise HTTPException(403, "without server.auth this endpoint only answers locally")
+
+    return check
 
 
 def parse_since(value: str | None) -> float | None:
@@ -50,9 +64,10 @@ def parse_since(value: str | None) -> float | None:
     return number
 
 
-def recovery_router(medic: Medic) -> APIRouter:
+def recovery_router(medic: Medic, authenticator: Authenticator | None = None) -> APIRouter:
     """Routes under /api/v1 for the recovery engine."""
     router = APIRouter(prefix="/api/v1")
+    require_caller = guard(authenticator)
 
     @router.get("/recoveries")
     def recoveries(
@@ -84,14 +99,14 @@ def recovery_router(medic: Medic) -> APIRouter:
     @router.post("/recoveries/reset")
     def reset(request: Request) -> dict[str, str]:
         """Forget cooldowns and handled episodes; close the actions' breakers."""
-        require_local(request)
+        require_caller(request)
         medic.recovery.reset()
         return {"status": "reset"}
 
     @router.post("/failures", status_code=202)
     def report(request: Request, body: FailureReport) -> dict[str, str]:
         """Run a failure type's ladder now, through the same gates as an alert."""
-        require_local(request)
+        require_caller(request)
         event = FailureEvent(
             body.failure_type, "api", body.labels, dedup_key=body.dedup_key, detail=body.detail
         )

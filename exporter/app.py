@@ -20,6 +20,7 @@ from exporter.metrics import (
 )
 from exporter.metrics.recovery import RecoveryCollector
 from exporter.metrics.resilience import ResilienceCollector
+from exporter.metrics.webhook import WebhookCollector
 from exporter.recovery.actions import ActionRegistry
 from exporter.recovery.engine import RecoveryEngine, Submission
 from exporter.recovery.journal import Journal
@@ -36,6 +37,8 @@ from exporter.resilience import (
 from exporter.scheduler import CheckScheduler
 from exporter.storage.sqlite import Database
 from exporter.version import __version__
+from exporter.webhook.intake import Intake
+from exporter.webhook.route import WebhookStats
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,11 @@ class Medic:
             on_change=self.render_loop.invalidate,
         )
         self.registry.register(RecoveryCollector(self.recovery))
+        self.intake = Intake(config.webhook, self.recovery)
+        self.webhook_stats = WebhookStats()
+        webhook = WebhookCollector(self.intake, self.webhook_stats)
+        self.registry.register(webhook)
+        self.render_loop.watch(webhook.version)
 
         gpu = next((c for c in config.checks if isinstance(c, GpuCheckConfig)), None)
         self.xid: XidWatcher | None = None

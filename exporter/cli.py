@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
         help="YAML config (default: $MEDIC_CONFIG, else the built-in default)",
     )
     run.add_argument("--listen", metavar="HOST:PORT", help="overrides server.listen")
+    run.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve the webhook on a non-loopback address without authentication",
+    )
     check = commands.add_parser("check-config", help="validate a config file and summarise it")
     check.add_argument("file", metavar="FILE")
     commands.add_parser("version", help="print medic's version")
@@ -63,7 +68,31 @@ def _run(args: argparse.Namespace) -> int:
 
     # Heavy imports only for `run`: check-config and version stay quick.
     from exporter.app import Medic  # noqa: PLC0415
+    from exporter.config import is_loopback, split_listen  # noqa: PLC0415
     from exporter.server import bind, serve  # noqa: PLC0415
+    from exporter.webhook.auth import Authenticator, SecretError  # noqa: PLC0415
+
+    authenticator = None
+    if config.server.auth is not None:
+        try:
+            authenticator = Authenticator(config.server.auth)
+        except SecretError as exc:
+            print(f"medic: server.auth: {exc}", file=sys.stderr)
+            return 1
+    host, _ = split_listen(config.server.listen)
+    if authenticator is None and not is_loopback(host):
+        if not args.insecure_no_auth:
+            print(
+                f"medic: refusing to serve the webhook on {config.server.listen} without "
+                "authentication; set server.auth (bearer token or basic) or pass "
+                "--insecure-no-auth",
+                file=sys.stderr,
+            )
+            return 1
+        log.warning(
+            "serving on %s WITHOUT authentication (--insecure-no-auth): anyone who can "
+            "reach it can trigger recovery actions", config.server.listen,
+        )  # fmt: skip
 
     try:
         sock = bind(config.server.listen)
@@ -72,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     source = args.config or "built-in defaults"
     log.info("medic %s using %s", __version__, source)
-    serve(Medic(config), sock)
+    serve(Medic(config), sock, authenticator)
     return 0
 
 

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
 
@@ -19,12 +20,25 @@ from exporter.api import recovery_router
 from exporter.app import Medic
 from exporter.config import split_listen
 from exporter.version import __version__
+from exporter.webhook.auth import Authenticator
+from exporter.webhook.route import alerts_endpoint
 
 log = logging.getLogger(__name__)
 
 
-def create_app(medic: Medic, *, manage_lifecycle: bool = True) -> FastAPI:
-    """The ASGI app; with manage_lifecycle it starts and stops medic with the server."""
+def create_app(
+    medic: Medic,
+    *,
+    manage_lifecycle: bool = True,
+    authenticator: Authenticator | None = None,
+) -> FastAPI:
+    """The ASGI app; with manage_lifecycle it starts and stops medic with the server.
+
+    Without an authenticator one is built from server.auth (raises SecretError if a
+    configured secret cannot be read).
+    """
+    if authenticator is None and medic.config.server.auth is not None:
+        authenticator = Authenticator(medic.config.server.auth)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -75,10 +89,20 @@ def create_app(medic: Medic, *, manage_lifecycle: bool = True) -> FastAPI:
             Route("/metrics", metrics, methods=["GET", "HEAD"]),
             Route("/-/healthy", healthy, methods=["GET", "HEAD"]),
             Route("/-/ready", ready, methods=["GET", "HEAD"]),
+            Route(
+                "/api/v1/alerts",
+                alerts_endpoint(
+                    medic.intake,
+                    medic.webhook_stats,
+                    authenticator,
+                    medic.config.webhook.max_body_bytes,
+                ),
+                methods=["POST"],
+            ),
         ]
     )
 
-    app.include_router(recovery_router(medic))
+    app.include_router(recovery_router(medic, authenticator))
 
     @app.get("/api/v1/health")
     def health() -> dict[str, object]:
@@ -149,15 +173,30 @@ def bound_url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def serve(medic: Medic, sock: socket.socket) -> None:
+def tls_options(medic: Medic) -> dict[str, object]:
+    """uvicorn's TLS settings from server.tls; mTLS when a client CA is given."""
+    tls = medic.config.server.tls
+    if tls is None:
+        return {}
+    options: dict[str, object] = {"ssl_certfile": tls.cert_file, "ssl_keyfile": tls.key_file}
+    if tls.client_ca_file:
+        options.update(ssl_ca_certs=tls.client_ca_file, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options
+
+
+def serve(medic: Medic, sock: socket.socket, authenticator: Authenticator | None = None) -> None:
     """Serve until SIGTERM/SIGINT; in-flight responses get `shutdown_grace` seconds."""
     config = uvicorn.Config(
-        create_app(medic),
+        create_app(medic, authenticator=authenticator),
         log_config=None,
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=max(1, int(medic.config.server.shutdown_grace)),
         lifespan="on",
+        **tls_options(medic),  # type: ignore[arg-type]
     )
-    log.info("listening on %s", bound_url(sock))
+    url = bound_url(sock)
+    if medic.config.server.tls is not None:
+        url = url.replace("http://", "https://", 1)
+    log.info("listening on %s", url)
     _Server(config).run(sockets=[sock])
