@@ -72,7 +72,7 @@ def serving(medic: Medic) -> Iterator[str]:
 class MedicProcess:
     """A real `medic run` subprocess; its log goes to a file the test can read."""
 
-    LISTENING = re.compile(r"listening on (http://\S+)")
+    LISTENING = re.compile(r"listening on (https?://\S+)")
 
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
         self.log_path = log_path
