@@ -26,8 +26,10 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-wrong_types = st.one_of(st.integers(), st.lists(st.integers(), max_size=2), st.none(),
-                        st.booleans(), st.just({"nested": []}))  # fmt: skip
+wrong_types: st.SearchStrategy[Any] = st.one_of(
+    st.integers(), st.lists(st.integers(), max_size=2), st.none(), st.booleans(),
+    st.just({"nested": []}),
+)  # fmt: skip
 
 
 @st.composite
