@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test lint typecheck unit bench clean venv venv-test venv-bench
+.PHONY: run test lint typecheck unit stack bench clean venv venv-test venv-bench
 
 venv:
 	@scripts/bootstrap-venv.sh
@@ -27,8 +27,12 @@ lint: venv-test
 typecheck: venv-test
 	$(VENV)/bin/mypy
 
-unit: venv-test
+unit: venv-test stack
 	$(VENV)/bin/pytest -q
+
+## Debian's Prometheus and Alertmanager for the end-to-end tests (installed when missing).
+stack:
+	@scripts/install-prometheus-stack.sh
 
 ## Benchmarks; figures go to BENCHMARKS.md by hand, with the command that made them.
 venv-bench:
