@@ -44,6 +44,7 @@ bench: venv-bench
 	$(PY) -m bench.gpu
 	$(PY) -m bench.breaker
 	$(PY) -m bench.recovery
+	$(PY) -m bench.webhook
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

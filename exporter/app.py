@@ -106,9 +106,11 @@ class Medic:
             journal=self.journal,
             clock=self.clock,
             actions=self.actions,
-            on_change=self.render_loop.invalidate,
         )
         self.registry.register(RecoveryCollector(self.recovery))
+        # Polled, not pushed: under an alert flood a re-render per event would cost more
+        # CPU than the events themselves and stall scrapes.
+        self.render_loop.watch(lambda: self.recovery.version)
         self.intake = Intake(config.webhook, self.recovery)
         self.webhook_stats = WebhookStats()
         webhook = WebhookCollector(self.intake, self.webhook_stats)

@@ -159,6 +159,8 @@ class RecoveryEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._accepting = False
         self._stopping = False
+        self.version = 0
+        """Bumped on every change the metrics show; the render loop polls it."""
         self._idle = threading.Condition()
         # metrics, read by the collector
         self.attempt_counts: dict[tuple[str, str, str], int] = {}
@@ -309,6 +311,7 @@ class RecoveryEngine:
             )
 
     def _changed(self) -> None:
+        self.version += 1
         with self._idle:
             self._idle.notify_all()
         self._on_change()

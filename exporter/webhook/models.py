@@ -45,7 +45,7 @@ class Notification(BaseModel):
     commonLabels: Labels = Field(default_factory=dict)
     commonAnnotations: Labels = Field(default_factory=dict)
     externalURL: str = ""
-    alerts: Annotated[list[Alert], Field(max_length=10_000)]
+    alerts: Annotated[list[Alert], Field(min_length=1, max_length=10_000)]
 
 
 NOTIFICATION = TypeAdapter(Notification)
