@@ -24,7 +24,8 @@ from pathlib import Path
 
 from bench.scrape import free_port, get, wrk
 
-BODY = Path(__file__).parents[2] / "shared" / "alertmanager" / "alertmanager-firing.json"
+FIXTURES = Path(__file__).parents[1] / "tests" / "fixtures" / "alertmanager"
+BODY = FIXTURES / "alertmanager-firing.json"
 CONFIG = """
 data_dir: {data}
 log_level: error

@@ -15,7 +15,7 @@ from exporter.app import Medic
 from exporter.config import parse_config
 from tests.helpers import serving, wait_until
 
-SHARED = Path(__file__).parents[3] / "shared" / "alertmanager"
+SHARED = Path(__file__).parents[1] / "fixtures" / "alertmanager"
 FIRING: dict[str, Any] = json.loads((SHARED / "alertmanager-firing.json").read_text())
 RESOLVED: dict[str, Any] = json.loads((SHARED / "alertmanager-resolved.json").read_text())
 
