@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test lint typecheck unit stack bench clean venv venv-test venv-bench
+.PHONY: run test lint typecheck shipped unit stack bench clean venv venv-test venv-bench
 
 venv:
 	@scripts/bootstrap-venv.sh
@@ -18,7 +18,7 @@ run: venv
 
 ## Everything CI runs: lint, type checks, the whole test suite.
 test: venv-test
-	$(MAKE) --no-print-directory lint typecheck unit
+	$(MAKE) --no-print-directory lint typecheck shipped unit
 
 lint: venv-test
 	$(VENV)/bin/ruff check exporter tests bench
@@ -29,6 +29,13 @@ typecheck: venv-test
 
 unit: venv-test stack
 	$(VENV)/bin/pytest -q
+
+## The shipped rules, their unit tests, and the example configs, checked by the real tools.
+shipped: venv stack
+	promtool check rules alerts/medic.rules.yml
+	promtool test rules alerts/tests/medic.rules.test.yml
+	amtool check-config alerts/alertmanager.yml
+	MEDIC_DATA_DIR=$$(mktemp -d) $(VENV)/bin/medic check-config deploy/medic.yml
 
 ## Debian's Prometheus and Alertmanager for the end-to-end tests (installed when missing).
 stack:
