@@ -36,7 +36,7 @@ def test_every_remediated_rule_is_routed_by_the_example_config(tmp_path: Path) -
     for rule in rules():
         labels = dict(rule["labels"])  # type: ignore[call-overload]
         wanted = labels.get("medic_failure_type")
-        alert = Alert(status="firing", labels={"alertname": rule["alert"], **labels},
+        alert = Alert(status="firing", labels={"alertname": str(rule["alert"]), **labels},
                       startsAt="2026-01-01T00:00:00Z", fingerprint="f")  # fmt: skip
         assert intake.route(alert) == wanted, rule["alert"]
         if wanted:
