@@ -105,3 +105,71 @@ class Alertmanager(Daemon):
                 ):
                     return float(sample.value)
         return 0.0
+
+
+class Prometheus(Daemon):
+    """Prometheus scraping medic and alerting to Alertmanager at the notes' fast intervals."""
+
+    def __init__(self, workdir: Path, rules: str, medic: str, alertmanager: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (workdir / "rules.yml").write_text(rules)
+        (workdir / "prometheus.yml").write_text(f"""
+global: {{scrape_interval: 250ms, scrape_timeout: 250ms, evaluation_interval: 250ms}}
+rule_files: [rules.yml]
+alerting:
+  alertmanagers: [{{static_configs: [{{targets: ["{alertmanager}"]}}]}}]
+scrape_configs:
+  - job_name: medic
+    static_configs: [{{targets: ["{medic}"]}}]
+""")
+        subprocess.run(
+            [require("promtool"), "check", "config", str(workdir / "prometheus.yml")],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        super().__init__(
+            [
+                require("prometheus"),
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'prom-data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--web.external-url={self.url}",
+                "--rules.alert.resend-delay=1s",
+            ],
+            workdir / "prometheus.log",
+        )
+
+    def api(self, path: str, **params: str) -> Any:
+        response = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=5)
+        response.raise_for_status()
+        return response.json()["data"]
+
+    def wait_ready(self) -> None:
+        """Until the target is up and Alertmanager is known: /-/ready alone is too early."""
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"prometheus exited:\n{self.log()}")
+            try:
+                targets = self.api("targets")["activeTargets"]
+                managers = self.api("alertmanagers")["activeAlertmanagers"]
+            except httpx.HTTPError:
+                return False
+            return bool(targets) and targets[0]["health"] == "up" and bool(managers)
+
+        wait_until(ready, timeout=30, what="prometheus to scrape medic and know alertmanager")
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.api("query", query=expr)["result"]
+        return result
+
+
+def fast_rules(path: Path) -> str:
+    """The shipped rules with every `for:` set to 0s, so a test does not wait minutes."""
+    import yaml
+
+    doc = yaml.safe_load(path.read_text())
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            rule.pop("for", None)
+    return str(yaml.safe_dump(doc, sort_keys=False))
