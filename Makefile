@@ -21,8 +21,8 @@ test: venv-test
 	$(MAKE) --no-print-directory lint typecheck shipped unit
 
 lint: venv-test
-	$(VENV)/bin/ruff check exporter tests bench
-	$(VENV)/bin/ruff format --check exporter tests bench
+	$(VENV)/bin/ruff check exporter tests bench grafana
+	$(VENV)/bin/ruff format --check exporter tests bench grafana
 
 typecheck: venv-test
 	$(VENV)/bin/mypy

@@ -1,0 +1,170 @@
+"""Build grafana/medic-dashboard.json (python grafana/generate.py; a test keeps it current)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+I = 'instance=~"$instance"'  # noqa: E741 - short on purpose: it is in every query
+DS = {"type": "prometheus", "uid": "${datasource}"}
+RATE = "$__rate_interval"
+
+# (title, unit, [(expr, legend)], width, kind)
+ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], int, str]]]] = [
+    ("GPUs", [
+        ("GPU memory used vs total", "bytes", [
+            (f"medic_gpu_memory_used_bytes{{{I}}}", "{{instance}} GPU {{gpu}} used"),
+            (f"medic_gpu_memory_total_bytes{{{I}}}", "{{instance}} GPU {{gpu}} total"),
+        ], 12, "timeseries"),
+        ("GPU utilization", "percentunit", [
+            (f"medic_gpu_utilization_ratio{{{I}}}", "{{instance}} GPU {{gpu}}"),
+        ], 12, "timeseries"),
+        ("GPU temperature", "celsius", [
+            (f"medic_gpu_temperature_celsius{{{I}}}", "{{instance}} GPU {{gpu}}"),
+        ], 8, "timeseries"),
+        ("GPU power", "watt", [
+            (f"medic_gpu_power_watts{{{I}}}", "{{instance}} GPU {{gpu}}"),
+        ], 8, "timeseries"),
+        ("XID errors", "short", [
+            (f"increase(medic_gpu_xid_errors_total{{{I}}}[{RATE}])",
+             "{{instance}} GPU {{gpu}} XID {{xid}}"),
+        ], 8, "timeseries"),
+        ("GPUs visible vs expected, NVML up", "short", [
+            (f"medic_gpu_count{{{I}}}", "{{instance}} visible"),
+            (f"medic_gpu_expected{{{I}}}", "{{instance}} expected"),
+            (f"medic_nvml_up{{{I}}}", "{{instance}} NVML up"),
+        ], 24, "timeseries"),
+    ]),
+    ("Host", [
+        ("Host memory available", "percentunit", [
+            (f"medic_host_memory_available_bytes{{{I}}} / medic_host_memory_total_bytes{{{I}}}",
+             "{{instance}}"),
+        ], 12, "timeseries"),
+        ("Disk used", "percentunit", [
+            (f"1 - medic_filesystem_avail_bytes{{{I}}} / medic_filesystem_size_bytes{{{I}}}",
+             "{{instance}} {{mountpoint}}"),
+        ], 12, "timeseries"),
+        ("Checks passing", "short", [
+            (f"medic_check_success{{{I}}}", "{{instance}} {{check}}"),
+        ], 12, "timeseries"),
+        ("Seconds since each check last passed", "s", [
+            (f"time() - medic_check_last_success_timestamp_seconds{{{I}}}",
+             "{{instance}} {{check}}"),
+        ], 12, "timeseries"),
+    ]),
+    ("Resilience and recovery", [
+        ("Circuit breaker state", "short", [
+            (f"medic_circuitbreaker_state{{{I}}} == 1", "{{instance}} {{name}}: {{state}}"),
+        ], 12, "table"),
+        ("Recovery attempts by outcome", "short", [
+            (f"sum by (outcome) (increase(medic_recovery_attempts_total{{{I}}}[{RATE}]))",
+             "{{outcome}}"),
+        ], 12, "timeseries"),
+        ("Recoveries in progress and cooling down", "short", [
+            (f"medic_recovery_in_progress{{{I}}}", "{{instance}} in progress"),
+            (f"clamp_min(medic_recovery_cooldown_until_timestamp_seconds{{{I}}} - time(), 0)",
+             "{{instance}} {{failure_type}} cooldown left (s)"),
+        ], 12, "timeseries"),
+        ("Webhook requests by status code", "reqps", [
+            (f"sum by (code) (rate(medic_webhook_requests_total{{{I}}}[{RATE}]))", "{{code}}"),
+        ], 12, "timeseries"),
+        ("Webhook alerts by result", "short", [
+            (f"sum by (status, result) (increase(medic_webhook_alerts_total{{{I}}}[{RATE}]))",
+             "{{status}} {{result}}"),
+        ], 24, "timeseries"),
+    ]),
+]  # fmt: skip
+
+
+def panel(
+    pid: int,
+    title: str,
+    unit: str,
+    targets: list[tuple[str, str]],
+    *,
+    width: int,
+    kind: str,
+    x: int,
+    y: int,
+) -> dict[str, Any]:
+    """One panel with its queries."""
+    return {
+        "id": pid,
+        "type": kind,
+        "title": title,
+        "datasource": DS,
+        "gridPos": {"h": 8, "w": width, "x": x, "y": y},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}}
+        if kind == "timeseries" else {},
+        "targets": [
+            {"refId": chr(ord("A") + i), "datasource": DS, "expr": expr,
+             "legendFormat": legend, "instant": kind == "table", "range": kind != "table"}
+            for i, (expr, legend) in enumerate(targets)
+        ],
+    }  # fmt: skip
+
+
+def dashboard() -> dict[str, Any]:
+    """The whole dashboard."""
+    panels: list[dict[str, Any]] = []
+    pid, y = 1, 0
+    for row_title, row_panels in ROWS:
+        panels.append({"id": pid, "type": "row", "title": row_title, "collapsed": False,
+                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})  # fmt: skip
+        pid, y, x = pid + 1, y + 1, 0
+        for title, unit, targets, width, kind in row_panels:
+            if x + width > 24:
+                x, y = 0, y + 8
+            panels.append(panel(pid, title, unit, targets, width=width, kind=kind, x=x, y=y))
+            pid, x = pid + 1, x + width
+        y += 8
+    return {
+        "uid": "medic-overview",
+        "title": "medic: GPU host health and recovery",
+        "tags": ["medic", "gpu", "prometheus"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                },
+                {
+                    "name": "instance",
+                    "label": "Instance",
+                    "type": "query",
+                    "datasource": DS,
+                    "query": {"query": "label_values(medic_up, instance)", "refId": "instance"},
+                    "definition": "label_values(medic_up, instance)",
+                    "refresh": 2,
+                    "multi": True,
+                    "includeAll": True,
+                    "current": {},
+                    "hide": 0,
+                    "sort": 1,
+                },
+            ]
+        },
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+def render() -> str:
+    """The JSON text as checked in."""
+    return json.dumps(dashboard(), indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    (Path(__file__).parent / "medic-dashboard.json").write_text(render())
