@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test lint typecheck shipped unit stack bench clean venv venv-test venv-bench
+.PHONY: run test lint typecheck shipped unit stack demo bench clean venv venv-test venv-bench
 
 venv:
 	@scripts/bootstrap-venv.sh
@@ -21,8 +21,8 @@ test: venv-test
 	$(MAKE) --no-print-directory lint typecheck shipped unit
 
 lint: venv-test
-	$(VENV)/bin/ruff check exporter tests bench grafana
-	$(VENV)/bin/ruff format --check exporter tests bench grafana
+	$(VENV)/bin/ruff check exporter tests bench grafana scripts
+	$(VENV)/bin/ruff format --check exporter tests bench grafana scripts
 
 typecheck: venv-test
 	$(VENV)/bin/mypy
@@ -36,6 +36,10 @@ shipped: venv stack
 	promtool test rules alerts/tests/medic.rules.test.yml
 	amtool check-config alerts/alertmanager.yml
 	MEDIC_DATA_DIR=$$(mktemp -d) $(VENV)/bin/medic check-config deploy/medic.yml
+
+## Prometheus, Alertmanager and medic on this machine; watch an alert get remediated.
+demo: venv-test stack
+	$(PY) scripts/demo.py $(ARGS)
 
 ## Debian's Prometheus and Alertmanager for the end-to-end tests (installed when missing).
 stack:

@@ -122,3 +122,14 @@ def test_when_the_first_rung_does_not_fix_it_the_second_does(loop: Loop) -> None
     wait_until(lambda: not loop.firing("model_b"), timeout=20, what="the alert to resolve")
     assert loop.counted("restore_a", "succeeded") == 1
     assert loop.counted("restore_b", "succeeded") == 1
+
+
+def test_make_demo_shows_an_alert_remediated() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--once"],
+                            capture_output=True, text=True, timeout=90, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "medic ran retry_model_download: succeeded" in result.stdout
+    assert "the alert is resolved" in result.stdout
