@@ -11,16 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
-from bench.scrape import free_port, get, wrk
+from bench.scrape import get, start_medic, stop, wrk
 from exporter.gpu import fakenvml
 from exporter.gpu.check import GpuCheck
 
@@ -59,20 +56,9 @@ def metrics_while_hung(root: Path, duration: int) -> tuple[dict[str, float], dic
         f"  - {{name: gpu, type: gpu, expected: 8, interval: 1s, timeout: 500ms, "
         f"nvml_module: {FAKE}}}\n"
     )
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, fakenvml.ENV: str(state_path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "run", "--config", str(config),
-         "--listen", f"127.0.0.1:{port}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc, base = start_medic(config, {fakenvml.ENV: str(state_path)})
+    deadline = time.monotonic() + 30
     try:
-        deadline = time.monotonic() + 30
-        while get(f"{base}/-/ready")[0] != 200:
-            if time.monotonic() > deadline:
-                raise SystemExit("medic did not become ready")
-            time.sleep(0.01)
         healthy = wrk(f"{base}/metrics", 1, duration, {})
         state["hang"] = ["nvmlDeviceGetMemoryInfo"]
         state_path.write_text(json.dumps(state))
@@ -84,8 +70,7 @@ def metrics_while_hung(root: Path, duration: int) -> tuple[dict[str, float], dic
         state["hang"] = []
         state_path.write_text(json.dumps(state))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
+        stop(proc)
     return healthy, hung
 
 

@@ -68,6 +68,33 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         return 0, b""
 
 
+def start_medic(
+    config: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A `medic run` on a free 127.0.0.1 port, returned once /-/ready answers 200."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "run", "--config", str(config),
+         "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})},
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while get(f"{base}/-/ready")[0] != 200:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise SystemExit(f"medic did not become ready (status {proc.poll()})")
+        time.sleep(0.005)
+    return proc, base
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM and wait (bounded)."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
 def wrk(url: str, connections: int, duration: int, headers: dict[str, str]) -> dict[str, float]:
     args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "2s"]
     for key, value in headers.items():
@@ -116,21 +143,9 @@ def main() -> None:
         root = Path(tmp)
         config = write_config(root)
         render_ms, series = render_cost(config)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
         started = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "run", "--config", str(config),
-             "--listen", f"127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-        )  # fmt: skip
+        proc, base = start_medic(config)
         try:
-            deadline = started + 30
-            while get(f"{base}/-/ready")[0] != 200:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("medic did not become ready")
-                time.sleep(0.005)
             ready_s = time.monotonic() - started
             rss_mb = psutil.Process(proc.pid).memory_info().rss / 2**20
             _, body = get(f"{base}/metrics")
@@ -143,8 +158,7 @@ def main() -> None:
             c16_prom = wrk(f"{base}/metrics", 16, args.duration, prom)
             rss_after_mb = psutil.Process(proc.pid).memory_info().rss / 2**20
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=10)
+            stop(proc)
 
     print(f"payload: {series} series, {len(body)} bytes plain, {len(body_gz)} bytes gzip")
     print(f"render on the request path would cost: {render_ms:.2f} ms per scrape")

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.scrape import free_port, get, wrk
+from bench.scrape import start_medic, stop, wrk
 
 FIXTURES = Path(__file__).parents[1] / "tests" / "fixtures" / "alertmanager"
 BODY = FIXTURES / "alertmanager-firing.json"
@@ -73,19 +70,8 @@ def main() -> None:
         (root / "medic.yml").write_text(CONFIG.format(data=root / "data"))
         script = root / "post.lua"
         script.write_text(LUA.format(body=body, offset=int(time.time())))
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "run", "--config", str(root / "medic.yml"),
-             "--listen", f"127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ),
-        )  # fmt: skip
+        proc, base = start_medic(root / "medic.yml")
         try:
-            deadline = time.monotonic() + 30
-            while get(f"{base}/-/ready")[0] != 200:
-                if time.monotonic() > deadline:
-                    raise SystemExit("medic did not become ready")
-                time.sleep(0.01)
             idle = wrk(f"{base}/metrics", 1, args.duration, {})
             scraper = subprocess.Popen(
                 ["wrk", "-t1", "-c1", f"-d{args.duration}s", "--latency", f"{base}/metrics"],
@@ -96,8 +82,7 @@ def main() -> None:
             non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
             time.sleep(0.5)  # let the writer commit its last batch before counting
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+            stop(proc)
         db = sqlite3.connect(root / "data" / "medic.db")
         attempts = db.execute("SELECT COUNT(*) FROM recovery_attempts").fetchone()[0]
         inbox = db.execute("SELECT COUNT(*) FROM recovery_inbox").fetchone()[0]

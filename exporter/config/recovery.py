@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from exporter.config.models import CheckName, PositiveDuration, Strict
 from exporter.config.units import Duration, Located
 
-FAILURE_TYPES = (
-    "model_loading_failure",
-    "vram_exhaustion",
-    "generation_pipeline_error",
-    "hardware_optimization_failure",
-    "system_resource_error",
-    "network_error",
-)
 FailureTypeName = Literal[
     "model_loading_failure",
     "vram_exhaustion",
@@ -25,6 +17,7 @@ FailureTypeName = Literal[
     "system_resource_error",
     "network_error",
 ]
+FAILURE_TYPES: tuple[str, ...] = get_args(FailureTypeName)
 BUILTIN_ACTIONS = ("clear_gpu_cache", "system_health_check")
 """Actions medic provides itself; the other seed names are bound by the config."""
 ActionName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
