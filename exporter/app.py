@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import yaml
 from prometheus_client import CollectorRegistry
 
 from exporter.checks import CheckResult, HealthChecker
+from exporter.checks.base import Probe
 from exporter.checks.factory import build_check
 from exporter.clock import Clock, SystemClock
-from exporter.config import BreakerConfig, Config, GpuCheckConfig
+from exporter.config import (
+    BreakerConfig,
+    Config,
+    GpuCheckConfig,
+    default_config,
+    load_config,
+    parse_config,
+)
+from exporter.events import EventHub
 from exporter.gpu.xid import XidWatcher
 from exporter.metrics import (
     ExporterCollector,
@@ -40,9 +53,25 @@ from exporter.version import __version__
 from exporter.webhook.intake import Intake
 from exporter.webhook.route import WebhookStats
 
+if TYPE_CHECKING:
+    from exporter.server import BackgroundServer
+
 log = logging.getLogger(__name__)
 
 DB_FILE = "medic.db"
+
+
+def as_config(config: Config | Mapping[str, Any] | str | Path | None) -> Config:
+    """A Config from a Config, a mapping, a YAML file path, YAML text, or None (defaults)."""
+    if config is None:
+        return default_config()
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, Mapping):
+        return parse_config(yaml.safe_dump(dict(config)))
+    if isinstance(config, Path) or "\n" not in config:
+        return load_config(config)
+    return parse_config(config)
 
 
 def breaker_settings(config: BreakerConfig) -> BreakerSettings:
@@ -67,14 +96,15 @@ class Medic:
 
     def __init__(
         self,
-        config: Config,
+        config: Config | Mapping[str, Any] | str | Path | None = None,
         *,
         clock: Clock | None = None,
         registry: CollectorRegistry | None = None,
         breaker_store: BreakerStore | None = None,
     ) -> None:
-        self.config = config
+        self.config = config = as_config(config)
         self.clock = clock or SystemClock()
+        self.events = EventHub(self.clock)
         self.health = HealthChecker(self.clock)
         for check in config.checks:
             self.health.register(build_check(check, self.clock))
@@ -106,6 +136,7 @@ class Medic:
             journal=self.journal,
             clock=self.clock,
             actions=self.actions,
+            events=self.events,
         )
         self.registry.register(RecoveryCollector(self.recovery))
         # Polled, not pushed: under an alert flood a re-render per event would cost more
@@ -126,6 +157,7 @@ class Medic:
         self.scheduler = CheckScheduler(self.health)
         self._started = False
         self._first_round_rendered = False
+        self._health_seen: dict[str, bool] = {}
 
     def _open_db(self) -> Database | None:
         path = self.config.data_dir / DB_FILE
@@ -187,7 +219,60 @@ class Medic:
         """True once the first round of checks has finished and /metrics shows it."""
         return self._started and self._first_round_rendered
 
-    def _on_check_result(self, _result: CheckResult | None) -> None:
+    # --- embedding ------------------------------------------------------------------------
+    def __enter__(self) -> Medic:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def register_action(self, name: str, fn: Callable[..., Any]) -> None:
+        """An in-process recovery action (sync or async; may take an ActionContext)."""
+        self.actions.register(name, fn)
+
+    def register_check(
+        self,
+        name: str,
+        probe: Probe,
+        *,
+        interval: float = 15.0,
+        timeout: float = 5.0,
+        critical: bool = False,
+    ) -> None:
+        """A check function of the app. For a check declared `type: in_process` in the
+        config, this supplies its function (the config's schedule applies)."""
+        if name in self.health.names():
+            spec = self.health.replace_probe(name, probe)
+        else:
+            spec = self.health.register_probe(
+                name, probe, interval=interval, timeout=timeout, critical=critical
+            )
+        if self._started:
+            self.scheduler.add(name, spec.interval)
+
+    def asgi_app(self) -> Any:
+        """medic's HTTP API as an ASGI app to mount in the app's own server (e.g.
+        `app.mount("/medic", medic.asgi_app())`); the app starts and stops medic."""
+        from exporter.server import create_app  # noqa: PLC0415 - the server layer sits above
+
+        return create_app(self, manage_lifecycle=False)
+
+    def serve_in_background(self, listen: str = "127.0.0.1:0") -> BackgroundServer:
+        """Start medic and serve its HTTP API from a daemon thread; stop() ends both."""
+        from exporter.server import BackgroundServer  # noqa: PLC0415
+
+        return BackgroundServer(self, listen)
+
+    def _on_check_result(self, result: CheckResult | None) -> None:
+        if result is not None:
+            previous = self._health_seen.get(result.name)
+            if previous != result.ok:  # publish changes, not every run
+                self._health_seen[result.name] = result.ok
+                self.events.publish(
+                    "health", check=result.name, ok=result.ok, reason=result.reason,
+                    status=self.health.status().value,
+                )  # fmt: skip
         if self._first_round_rendered or not self.health.ready():
             self.render_loop.invalidate()
             return

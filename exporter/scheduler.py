@@ -47,23 +47,28 @@ class CheckScheduler:
         scheduler.add_listener(
             self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
         )
-        first = datetime.now(UTC) + timedelta(seconds=self._first_run_delay)
-        for state in states:
-            spec = state.spec
-            scheduler.add_job(
-                self._health.run_if_enabled,
-                "interval",
-                seconds=spec.interval,
-                args=[spec.name],
-                id=spec.name,
-                name=f"check {spec.name}",
-                next_run_time=first,
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=max(1, int(spec.interval)),
-            )
-        scheduler.start()
         self._scheduler = scheduler
+        for state in states:
+            self.add(state.spec.name, state.spec.interval)
+        scheduler.start()
+
+    def add(self, name: str, interval: float) -> None:
+        """Schedule a check (also one registered after start); its first run is now."""
+        if self._scheduler is None:
+            return
+        self._scheduler.add_job(
+            self._health.run_if_enabled,
+            "interval",
+            seconds=interval,
+            args=[name],
+            id=name,
+            name=f"check {name}",
+            next_run_time=datetime.now(UTC) + timedelta(seconds=self._first_run_delay),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, int(interval)),
+            replace_existing=True,
+        )
 
     def stop(self) -> None:
         """Stop scheduling; do not wait for running jobs (a hung probe must not hold exit)."""

@@ -8,6 +8,7 @@ import signal
 import socket
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
@@ -19,6 +20,7 @@ from starlette.routing import Route
 from exporter.api import recovery_router
 from exporter.app import Medic
 from exporter.config import split_listen
+from exporter.stream import events_endpoint
 from exporter.version import __version__
 from exporter.webhook.auth import Authenticator
 from exporter.webhook.route import alerts_endpoint
@@ -104,6 +106,8 @@ def create_app(
 
     app.include_router(recovery_router(medic, authenticator))
 
+    app.router.routes.append(Route("/api/v1/events", events_endpoint(medic), methods=["GET"]))
+
     @app.get("/api/v1/health")
     def health() -> dict[str, object]:
         """Overall status and each check's last result, with its age."""
@@ -127,6 +131,41 @@ def create_app(
         return {"status": medic.health.status().value, "ready": medic.ready(), "checks": checks}
 
     return app
+
+
+class BackgroundServer:
+    """medic started and its HTTP API served from a daemon thread (embedded use)."""
+
+    def __init__(self, medic: Medic, listen: str = "127.0.0.1:0") -> None:
+        self.medic = medic
+        self._sock = bind(listen)
+        self.url = bound_url(self._sock)
+        medic.start()
+        config = uvicorn.Config(
+            create_app(medic, manage_lifecycle=False),
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=1,
+            **tls_options(medic),  # type: ignore[arg-type]
+        )
+        self._server = _Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]},
+            name="medic-http", daemon=True,
+        )  # fmt: skip
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and self._thread.is_alive():
+            if time.monotonic() > deadline:
+                raise RuntimeError("medic's HTTP server did not start within 10 s")
+            time.sleep(0.005)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving, then stop medic."""
+        self._server.should_exit = True
+        self._thread.join(timeout)
+        self._sock.close()
+        self.medic.stop()
 
 
 class _Server(uvicorn.Server):

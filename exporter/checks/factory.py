@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.checks.base import CheckSpec, Probe
+from exporter.checks.base import CheckSpec, Observation, Probe
 from exporter.checks.disk import DiskCheck
 from exporter.checks.host import HostMemoryCheck
 from exporter.checks.paths import PathCheck
@@ -15,8 +15,21 @@ from exporter.config import (
     PathCheckConfig,
     TorchCheckConfig,
 )
+from exporter.config.models import InProcessCheckConfig
 from exporter.gpu.check import GpuCheck
 from exporter.gpu.torch_memory import TorchMemoryCheck
+
+
+class Unregistered:
+    """Stands in for an in-process check until the app registers its function."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __call__(self) -> Observation:
+        """Fails, saying what is missing."""
+        return Observation(problems=(f"no function registered for check {self._name!r}",))
+
 
 # The GPU probe bounds its helper's answer by the check timeout itself; the runner's own
 # deadline sits a little later so that the probe, which knows to abandon the helper, wins.
@@ -44,6 +57,8 @@ def build_probe(config: CheckConfig, clock: Clock | None = None) -> Probe:
         )
     if isinstance(config, TorchCheckConfig):
         return TorchMemoryCheck()
+    if isinstance(config, InProcessCheckConfig):
+        return Unregistered(config.name)
     raise TypeError(f"no probe for check type {type(config).__name__}")
 
 

@@ -87,6 +87,14 @@ class HealthChecker:
         self.register(spec)
         return spec
 
+    def replace_probe(self, name: str, probe: Probe) -> CheckSpec:
+        """Swap the function of a registered check (keeps its schedule and settings)."""
+        with self._lock:
+            spec = self._require(name)
+            spec = CheckSpec(name, probe, spec.interval, spec.timeout, spec.critical, spec.enabled)
+            self._specs[name] = spec
+            return spec
+
     def unregister(self, name: str) -> None:
         """Remove a check and forget its results."""
         with self._lock:

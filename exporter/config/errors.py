@@ -104,6 +104,7 @@ def _fields_at(model: type[BaseModel], loc: Sequence[str | int], data: Any) -> l
             "path": models.PathCheckConfig,
             "gpu": models.GpuCheckConfig,
             "torch": models.TorchCheckConfig,
+            "in_process": models.InProcessCheckConfig,
         }
         return list(by_type[kind].model_fields) if kind in by_type else []
     current: type[BaseModel] | None = model

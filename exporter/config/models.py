@@ -131,6 +131,13 @@ class GpuCheckConfig(CheckBase):
     )
 
 
+class InProcessCheckConfig(CheckBase):
+    """A check function the embedding app registers (medic.register_check); declared here
+    so that recovery ladders can verify with it."""
+
+    type: Literal["in_process"]
+
+
 class TorchCheckConfig(CheckBase):
     """torch CUDA allocator memory, when medic is embedded in a process that uses CUDA."""
 
@@ -138,7 +145,12 @@ class TorchCheckConfig(CheckBase):
 
 
 CheckConfig = Annotated[
-    HostMemoryCheckConfig | DiskCheckConfig | PathCheckConfig | GpuCheckConfig | TorchCheckConfig,
+    HostMemoryCheckConfig
+    | DiskCheckConfig
+    | PathCheckConfig
+    | GpuCheckConfig
+    | TorchCheckConfig
+    | InProcessCheckConfig,
     Field(discriminator="type"),
 ]
 

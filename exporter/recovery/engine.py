@@ -32,6 +32,7 @@ from exporter.config.recovery import (
     RungConfig,
     SignalActionConfig,
 )
+from exporter.events import EventHub
 from exporter.recovery.actions import (
     Action,
     ActionContext,
@@ -126,6 +127,7 @@ class RecoveryEngine:
         clock: Clock,
         actions: ActionRegistry | None = None,
         on_change: Callable[[], None] | None = None,
+        events: EventHub | None = None,
     ) -> None:
         self.config = config
         self.actions = actions or ActionRegistry()
@@ -134,6 +136,7 @@ class RecoveryEngine:
         self._journal = journal
         self._clock = clock
         self._on_change = on_change or (lambda: None)
+        self._events = events
         self._ladders: dict[str, FailureConfig] = {str(k): v for k, v in config.failures.items()}
         self._rate = RateLimiter(config.rate_limit.actions, config.rate_limit.per, clock)
         self._action_breaker = BreakerSettings(
@@ -541,6 +544,8 @@ class RecoveryEngine:
             starts_at=event.starts_at, dedup_key=event.dedup_key,
         )  # fmt: skip
         self._journal.begin(attempt)
+        if self._events is not None:
+            self._events.publish("attempt_started", **attempt.as_dict())
         return attempt
 
     def _end(
@@ -558,6 +563,8 @@ class RecoveryEngine:
     def _finish(self, attempt: RecoveryAttempt, outcome: Outcome, detail: str) -> None:
         self._journal.finish(attempt, outcome, detail[:2000])
         self._count_attempt(attempt.failure_type, attempt.action, outcome)
+        if self._events is not None:
+            self._events.publish("attempt_finished", **attempt.as_dict())
         level = logging.INFO if outcome is Outcome.SUCCEEDED else logging.WARNING
         log.log(level, "%s: %s %s: %s", attempt.failure_type, attempt.action, outcome.value, detail)
 
@@ -573,6 +580,8 @@ class RecoveryEngine:
         )  # fmt: skip
         self._journal.begin(attempt)  # one INSERT, already final
         self._count_attempt(event.failure_type, action, outcome)
+        if self._events is not None:
+            self._events.publish("attempt_finished", **attempt.as_dict())
 
     def _count_attempt(self, failure_type: str, action: str, outcome: Outcome, n: int = 1) -> None:
         key = (failure_type, action, outcome.value)
