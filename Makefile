@@ -4,13 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test lint typecheck shipped unit stack demo bench clean venv venv-test venv-bench
+.PHONY: run test lint typecheck shipped unit stack demo example bench clean venv venv-test venv-bench
 
 venv:
 	@scripts/bootstrap-venv.sh
 
 venv-test:
-	@scripts/bootstrap-venv.sh test
+	@scripts/bootstrap-venv.sh test,torch
 
 ## Start medic on its built-in default config (http://127.0.0.1:9847/metrics).
 run: venv
@@ -21,8 +21,8 @@ test: venv-test
 	$(MAKE) --no-print-directory lint typecheck shipped unit
 
 lint: venv-test
-	$(VENV)/bin/ruff check exporter tests bench grafana scripts
-	$(VENV)/bin/ruff format --check exporter tests bench grafana scripts
+	$(VENV)/bin/ruff check exporter tests bench grafana scripts examples
+	$(VENV)/bin/ruff format --check exporter tests bench grafana scripts examples
 
 typecheck: venv-test
 	$(VENV)/bin/mypy
@@ -41,13 +41,17 @@ shipped: venv stack
 demo: venv-test stack
 	$(PY) scripts/demo.py $(ARGS)
 
+## The example torch model service embedding medic (http://127.0.0.1:8000).
+example: venv-test
+	$(PY) -m examples.inference_service $(ARGS)
+
 ## Debian's Prometheus and Alertmanager for the end-to-end tests (installed when missing).
 stack:
 	@scripts/install-prometheus-stack.sh
 
 ## Benchmarks; figures go to BENCHMARKS.md by hand, with the command that made them.
 venv-bench:
-	@scripts/bootstrap-venv.sh test,bench
+	@scripts/bootstrap-venv.sh test,torch,bench
 
 bench: venv-bench
 	@scripts/ensure-wrk.sh

@@ -31,7 +31,15 @@ log="$venv/install.log"
 target="."
 [ -n "$extras" ] && target=".[$extras]"
 echo "bootstrap: installing medic${extras:+[$extras]} into $venv" >&2
+pin=()
+case ",$extras," in
+  # The CPU build of torch 2.13.0 lies on these machines' disk; any other version (which
+  # the plain range would pick) downloads gigabytes. Install it first; the range accepts it.
+  *,torch,*) pin=(torch==2.13.0 numpy) ;;
+esac
 if ! { "$venv/bin/python" -m pip install --disable-pip-version-check --upgrade pip \
+       && { [ ${#pin[@]} -eq 0 ] \
+            || "$venv/bin/python" -m pip install --disable-pip-version-check "${pin[@]}"; } \
        && "$venv/bin/python" -m pip install --disable-pip-version-check -e "$target"; } >"$log" 2>&1; then
   tail -n 40 "$log" >&2
   echo "bootstrap: pip failed; full log in $log" >&2
