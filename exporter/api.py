@@ -111,6 +111,8 @@ def recovery_router(medic: Medic, authenticator: Authenticator | None = None) ->
             body.failure_type, "api", body.labels, dedup_key=body.dedup_key, detail=body.detail
         )
         submission = medic.recovery.submit(event)
+        if submission.persisted is not None:
+            submission.persisted.result(timeout=5)  # committed before the answer
         if submission.result == "unknown_failure_type":
             raise HTTPException(400, submission.detail)
         if submission.result in ("queue_full", "stopped"):

@@ -16,6 +16,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,9 @@ class Submission:
     """accepted | duplicate | ignored_resolved | unknown_failure_type | queue_full | stopped;
     accepted covers events that wait in the journal's inbox while the queue is full."""
     detail: str = ""
+    persisted: Future[bool] | None = None
+    """Resolves when the accepted event's journal row is committed (None: nothing to wait
+    for). Answer a caller that must not lose the event only after it resolves."""
 
     @property
     def accepted(self) -> bool:
@@ -255,6 +259,7 @@ class RecoveryEngine:
                 "unknown_failure_type", f"no ladder for {event.failure_type!r} ({known})"
             )
         key = event.dedup_key
+        persisted: Future[bool] | None = None
         with self._lock:
             state = self._journal.episode(key) if key else None
             if state == "resolved":
@@ -266,14 +271,14 @@ class RecoveryEngine:
             elif self._pending < self.config.queue_size and not self._deferred:
                 refused = None
                 self._pending += 1
-                inbox_id = self._journal.inbox_add(event)  # persisted before the answer
+                inbox_id, persisted = self._journal.inbox_add(event)
                 self._inbox_cursor = inbox_id
                 self._loop.call_soon_threadsafe(self._queue.put_nowait, (event, inbox_id))
             elif self._journal.healthy:
                 # Queue full: the event waits in the journal's inbox and is fed in later.
                 refused = None
                 self._deferred += 1
-                self._journal.inbox_add(event)
+                _, persisted = self._journal.inbox_add(event)
             else:
                 refused = Submission(
                     "queue_full", f"{self._pending} events wait and the journal cannot hold more"
@@ -285,7 +290,7 @@ class RecoveryEngine:
                 self._record_final(event, LADDER, Outcome.SKIPPED_DUPLICATE, refused.detail)
             return self._refused(refused.result, refused.detail)
         self._count_event("accepted")
-        return Submission("accepted")
+        return Submission("accepted", persisted=persisted)
 
     def resolve(self, dedup_key: str) -> bool:
         """Close an episode; a queued, unstarted attempt for it is cancelled (True then)."""

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,19 +243,20 @@ class Journal:
         ]  # fmt: skip
 
     # --- the inbox: accepted events not yet picked up by a worker ------------------------
-    def inbox_add(self, event: FailureEvent) -> int:
-        """Persist an accepted event (queued write); returns its inbox id."""
+    def inbox_add(self, event: FailureEvent) -> tuple[int, Future[bool] | None]:
+        """Persist an accepted event (queued write); its inbox id, and a future that
+        resolves when the row is committed (None without a database)."""
         with self._lock:
             inbox_id = self._next_inbox
             self._next_inbox += 1
         if self._db is not None:
-            self._db.write(
+            return inbox_id, self._db.write(
                 "INSERT INTO recovery_inbox (id, failure_type, source, labels, dedup_key, "
                 "fingerprint, starts_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (inbox_id, event.failure_type, event.source, json.dumps(event.labels),
                  event.dedup_key, event.fingerprint, event.starts_at, event.detail),
             )  # fmt: skip
-        return inbox_id
+        return inbox_id, None
 
     def inbox_remove(self, inbox_id: int) -> None:
         """A worker picked the event up."""

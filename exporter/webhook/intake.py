@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from exporter.config.server import WebhookConfig
@@ -36,6 +37,8 @@ class Summary:
     resolved: int = 0
     refused: int = 0
     details: list[dict[str, str]] = field(default_factory=list)
+    persisted: list[Future[bool]] = field(default_factory=list)
+    """Commits to wait for before answering: accepted events must survive a crash."""
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready."""
@@ -90,7 +93,7 @@ class Intake:
             with self._lock:
                 self.truncated += notification.truncatedAlerts
         for alert in notification.alerts:
-            status, result, detail = alert.status, *self._one(alert)
+            status, result, detail = alert.status, *self._one(alert, summary)
             setattr(summary, result, getattr(summary, result) + 1)
             summary.details.append(
                 {"fingerprint": alert.fingerprint, "status": status, "result": result,
@@ -101,7 +104,7 @@ class Intake:
                 self.alert_counts[key] = self.alert_counts.get(key, 0) + 1
         return summary
 
-    def _one(self, alert: Alert) -> tuple[str, str]:
+    def _one(self, alert: Alert, summary: Summary) -> tuple[str, str]:
         if alert.status == "resolved":
             cancelled = self._engine.resolve(alert.episode)
             return "resolved", "queued attempt cancelled" if cancelled else "episode closed"
@@ -118,4 +121,6 @@ class Intake:
             detail=alert.annotations.get("summary", "")[:500],
         )
         submission = self._engine.submit(event)
+        if submission.persisted is not None:
+            summary.persisted.append(submission.persisted)
         return _RESULTS.get(submission.result, "refused"), submission.detail or failure_type

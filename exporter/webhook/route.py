@@ -6,6 +6,7 @@ when events could neither be queued nor persisted. A failed remediation is still
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -17,11 +18,12 @@ from starlette.responses import Response
 
 from exporter.webhook.auth import Authenticator
 from exporter.webhook.intake import Intake
-from exporter.webhook.models import NOTIFICATION
+from exporter.webhook.models import NOTIFICATION, Notification
 
 log = logging.getLogger(__name__)
 
 MAX_PROBLEMS = 20
+COMMIT_WAIT = 5.0
 
 
 def _json(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> Response:
@@ -110,7 +112,21 @@ def alerts_endpoint(
         except ValidationError as exc:
             return _json(400, {"error": "not an Alertmanager v4 notification",
                                "problems": _problems(exc)})  # fmt: skip
+        return await _accept(notification)
+
+    async def _accept(notification: Notification) -> Response:
         summary = intake.handle(notification)
+        if summary.persisted:
+            # Group commit: wait (without blocking the loop) until the accepted events'
+            # journal rows are committed, so that a crash after the 202 loses nothing.
+            try:
+                async with asyncio.timeout(COMMIT_WAIT):
+                    await asyncio.gather(*(asyncio.wrap_future(f) for f in summary.persisted))
+            except TimeoutError:
+                log.error("journal commits took over %gs; asking Alertmanager to retry",
+                          COMMIT_WAIT)  # fmt: skip
+                return _json(503, {"error": "the journal is not committing"},
+                             {"Retry-After": "10"})  # fmt: skip
         if summary.refused:
             # Neither the queue nor the journal could take them: ask Alertmanager to retry.
             return _json(503, {"error": "cannot accept alerts now", **summary.as_dict()},
