@@ -124,7 +124,9 @@ def test_half_open_cap_holds_for_asyncio_tasks() -> None:
             inside -= 1
 
         tasks = [asyncio.create_task(breaker.call_async(slow)) for _ in range(50)]
-        await asyncio.sleep(0)
+        async with asyncio.timeout(5):  # every task has either started a trial or been refused
+            while sum(t.done() for t in tasks) + inside < 50:
+                await asyncio.sleep(0)
         gate.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         refused = sum(isinstance(r, CircuitBreakerOpenError) for r in results)
