@@ -315,7 +315,8 @@ class RecoveryEngine:
         """Wait until nothing is queued or running (tests, docs, graceful hand-over)."""
         with self._idle:
             return self._idle.wait_for(
-                lambda: self._pending == 0 and self.in_progress == 0, timeout
+                lambda: self._pending == 0 and self._deferred == 0 and self.in_progress == 0,
+                timeout,
             )
 
     def _changed(self) -> None:
@@ -616,6 +617,12 @@ class RecoveryEngine:
             load = functools.partial(self._journal.inbox_after, after, wanted)
             batch = await run_in_daemon_thread(load)
             with self._lock:
+                lost = wanted - len(batch)
+                if lost:
+                    # The journal cannot give them back (its writes failed): they are gone.
+                    # Forget them, or every later event would queue behind them for ever.
+                    log.error("%d deferred events could not be read back from the journal", lost)
+                    self._deferred -= lost
                 for inbox_id, event in batch:
                     self._deferred -= 1
                     self._pending += 1

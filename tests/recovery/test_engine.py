@@ -418,3 +418,21 @@ recovery:
     medic.report_failure("network_error")
     assert medic.recovery.wait_idle(10)
     assert outcomes(attempts(medic)) == [("noop", "succeeded")]
+
+
+def test_deferred_events_lost_with_the_journal_do_not_block_later_ones(start_medic) -> None:
+    medic = start_medic(QUEUE_OF_ONE)
+    release, running = threading.Event(), threading.Event()
+    medic.actions.register("slow", blocker(running, release))
+    medic.report_failure("vram_exhaustion")
+    assert running.wait(10)
+    assert medic.report_failure("network_error", dedup_key="q").accepted  # the queue is full
+    assert medic.report_failure("network_error", dedup_key="d").accepted  # deferred, in the inbox
+    medic.db.query("DELETE FROM recovery_inbox WHERE dedup_key = 'd'")  # as if never written
+    release.set()
+    assert medic.recovery.wait_idle(10)  # counts deferred events too: it waited for the drain
+    assert medic.recovery.snapshot()["deferred"] == 0
+    assert medic.report_failure("network_error", dedup_key="after").accepted
+    assert medic.recovery.wait_idle(10)
+    keys = [a.dedup_key for a in attempts(medic) if a.action == "slow"]
+    assert keys == [None, "q", "after"]
