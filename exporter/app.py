@@ -164,17 +164,19 @@ class Medic:
         try:
             return Database(path)
         except Exception as exc:  # unwritable data dir: keep serving with state in memory
-            log.error("cannot open %s (%s); breaker state will not survive a restart", path, exc)
+            log.error(
+                "cannot open %s (%s): the recovery journal and breaker state live in memory "
+                "only and will not survive a restart", path, exc,
+            )  # fmt: skip
             return None
 
     def start(self) -> None:
-        """Create the data directory, render once, and start the scheduler."""
+        """Render once, start the scheduler, the recovery engine and the XID watcher.
+
+        (The data directory was created when the journal's database was opened.)
+        """
         if self._started:
             return
-        try:
-            self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            log.error("cannot create data directory %s: %s", self.config.data_dir, exc.strerror)
         self.render_loop.start()  # renders once
         if self.health.ready():  # nothing enabled to wait for
             self._first_round_rendered = True

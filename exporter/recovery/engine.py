@@ -15,7 +15,6 @@ import functools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,6 @@ from typing import Any
 from exporter.checks import HealthChecker
 from exporter.clock import Clock
 from exporter.config.recovery import (
-    BUILTIN_ACTIONS,
     CommandActionConfig,
     CooldownConfig,
     FailureConfig,
@@ -130,7 +128,6 @@ class RecoveryEngine:
         journal: Journal,
         clock: Clock,
         actions: ActionRegistry | None = None,
-        on_change: Callable[[], None] | None = None,
         events: EventHub | None = None,
     ) -> None:
         self.config = config
@@ -139,7 +136,6 @@ class RecoveryEngine:
         self._breakers = breakers
         self._journal = journal
         self._clock = clock
-        self._on_change = on_change or (lambda: None)
         self._events = events
         self._ladders: dict[str, FailureConfig] = {str(k): v for k, v in config.failures.items()}
         self._rate = RateLimiter(config.rate_limit.actions, config.rate_limit.per, clock)
@@ -154,7 +150,6 @@ class RecoveryEngine:
         self._lock = threading.Lock()
         self._pending = 0
         self._queued_keys: set[str] = set()
-        self._cancelled: set[str] = set()
         self._type_locks: dict[str, asyncio.Lock] = {}
         self._waiting: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -295,11 +290,8 @@ class RecoveryEngine:
     def resolve(self, dedup_key: str) -> bool:
         """Close an episode; a queued, unstarted attempt for it is cancelled (True then)."""
         with self._lock:
-            queued = dedup_key in self._queued_keys
-            if queued:
-                self._cancelled.add(dedup_key)
-            self._journal.mark_episode(dedup_key, "resolved")
-        return queued
+            self._journal.mark_episode(dedup_key, "resolved")  # the worker checks it
+            return dedup_key in self._queued_keys
 
     def reset(self) -> None:
         """Forget cooldowns and handled episodes; close the actions' breakers."""
@@ -323,7 +315,6 @@ class RecoveryEngine:
         self.version += 1
         with self._idle:
             self._idle.notify_all()
-        self._on_change()
 
     def queue_length(self) -> int:
         """Events accepted and not yet picked up by a worker."""
@@ -347,18 +338,16 @@ class RecoveryEngine:
             key = event.dedup_key
             with self._lock:
                 self._pending -= 1
-                cancelled = False
                 if key:
                     self._queued_keys.discard(key)
-                    cancelled = key in self._cancelled
-                    self._cancelled.discard(key)
                 if self._deferred and self._room is not None:
                     self._room.set()
             self._journal.inbox_remove(inbox_id)
-            # An event replayed after a crash may have started before it: skip it then.
+            # Resolved while it waited: cancelled. Replayed after a crash but started before
+            # it: a duplicate.
             episode = self._journal.episode(key) if key else None
             try:
-                if cancelled or episode == "resolved":
+                if episode == "resolved":
                     self._count_event("cancelled_resolved")
                 elif episode == "handled":
                     detail = "this episode was already handled before a restart"
@@ -543,12 +532,15 @@ class RecoveryEngine:
         until = self._clock.time() + length
         self._journal.set_cooldown(failure_type, Cooldown(until, consecutive))
 
-    def _begin(self, event: FailureEvent, action: str) -> RecoveryAttempt:
-        attempt = RecoveryAttempt(
+    def _attempt(self, event: FailureEvent, action: str) -> RecoveryAttempt:
+        return RecoveryAttempt(
             id=0, failure_type=event.failure_type, action=action, source=event.source,
             started=self._clock.time(), fingerprint=event.fingerprint,
             starts_at=event.starts_at, dedup_key=event.dedup_key,
         )  # fmt: skip
+
+    def _begin(self, event: FailureEvent, action: str) -> RecoveryAttempt:
+        attempt = self._attempt(event, action)
         self._journal.begin(attempt)
         if self._events is not None:
             self._events.publish("attempt_started", **attempt.as_dict())
@@ -577,13 +569,9 @@ class RecoveryEngine:
     def _record_final(
         self, event: FailureEvent, action: str, outcome: Outcome, detail: str
     ) -> None:
-        now = self._clock.time()
-        attempt = RecoveryAttempt(
-            id=0, failure_type=event.failure_type, action=action, source=event.source,
-            started=now, outcome=outcome, ended=now, detail=detail,
-            dry_run=outcome is Outcome.DRY_RUN, fingerprint=event.fingerprint,
-            starts_at=event.starts_at, dedup_key=event.dedup_key,
-        )  # fmt: skip
+        attempt = self._attempt(event, action)
+        attempt.outcome, attempt.ended, attempt.detail = outcome, attempt.started, detail
+        attempt.dry_run = outcome is Outcome.DRY_RUN
         self._journal.begin(attempt)  # one INSERT, already final
         self._count_attempt(event.failure_type, action, outcome)
         if self._events is not None:
@@ -653,6 +641,3 @@ class RecoveryEngine:
                 "in_progress": self.in_progress,
                 "queue": self._pending,
             }
-
-
-__all__ = ["BUILTIN_ACTIONS", "RecoveryEngine", "Submission"]
