@@ -92,12 +92,16 @@ class GpuCheck:
         return any(worker.alive() for worker in list(self._abandoned))
 
     def close(self) -> None:
-        """Let every helper go; none is waited for."""
+        """Let every helper go; none is waited for.
+
+        Not under the round's lock: a round can hold it for the whole NVML timeout while a
+        helper hangs, and shutdown must not wait for that. A running round then finds its
+        helper released and ends.
+        """
         self._closed = True
-        with self._lock:
-            for worker in [*self._abandoned, *([self._worker] if self._worker else [])]:
-                let_go(worker)
-            self._abandoned, self._worker = [], None
+        worker, abandoned = self._worker, list(self._abandoned)
+        for each in [*abandoned, *([worker] if worker else [])]:
+            let_go(each)
 
     # --- internals ----------------------------------------------------------------------
     def _round(self) -> Observation:

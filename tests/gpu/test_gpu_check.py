@@ -176,3 +176,31 @@ def test_a_hung_call_is_abandoned_stuck_capped_and_recovers(fake_nvml: FakeNvml,
     fake_nvml.write()
     wait_until(lambda: not gpu.stuck(), what="abandoned helpers to return and exit")
     assert len(devices(gpu())) == 2
+
+
+def test_close_does_not_wait_for_a_round_stuck_in_the_driver(fake_nvml: FakeNvml, check) -> None:
+    import threading
+    import time
+
+    gpu = check(timeout=30.0)
+    assert len(devices(gpu())) == 2
+    fake_nvml.state["hang"] = ["nvmlDeviceGetCount"]
+    fake_nvml.write()
+    outcome: list[object] = []
+
+    def one_round() -> None:
+        try:
+            outcome.append(gpu())
+        except Exception as exc:  # what the round ends with once its helper is let go
+            outcome.append(exc)
+
+    round_thread = threading.Thread(target=one_round, daemon=True)
+    round_thread.start()
+    wait_until(gpu._lock.locked, what="the round to be waiting on the helper")
+    started = time.monotonic()
+    gpu.close()
+    assert time.monotonic() - started < 1.0  # not the round's 30 s timeout
+    fake_nvml.state["hang"] = []
+    fake_nvml.write()
+    round_thread.join(10)
+    assert outcome, "the round did not end after close()"
