@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -11,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from exporter.app import Medic
+from exporter.config import is_loopback
 from exporter.config.units import parse_duration
 from exporter.recovery.types import FailureEvent, Outcome
 from exporter.webhook.auth import Authenticator
@@ -39,12 +39,7 @@ def guard(authenticator: Authenticator | None) -> Callable[[Request], None]:
                     headers={"WWW-Authenticate": f'{authenticator.scheme} realm="medic"'},
                 )
             return
-        host = request.client.host if request.client else ""
-        try:
-            local = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            local = False
-        if not local:
+        if not is_loopback(request.client.host if request.client else ""):
             raise HTTPException(403, "without server.auth this endpoint only answers locally")
 
     return check

@@ -48,7 +48,7 @@ from exporter.resilience import (
     SqliteBreakerStore,
 )
 from exporter.scheduler import CheckScheduler
-from exporter.storage.sqlite import Database
+from exporter.storage.sqlite import DB_FILE, Database
 from exporter.version import __version__
 from exporter.webhook.intake import Intake
 from exporter.webhook.route import WebhookStats
@@ -57,8 +57,6 @@ if TYPE_CHECKING:
     from exporter.server import BackgroundServer
 
 log = logging.getLogger(__name__)
-
-DB_FILE = "medic.db"
 
 
 def as_config(config: Config | Mapping[str, Any] | str | Path | None) -> Config:

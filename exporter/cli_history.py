@@ -6,12 +6,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from exporter.clock import SystemClock
 from exporter.config import Config
 from exporter.config.units import parse_duration
 from exporter.recovery.journal import Journal
-from exporter.storage.sqlite import Database
-
-DB_FILE = "medic.db"
+from exporter.storage.sqlite import DB_FILE, Database
 
 
 class NoJournal(Exception):
@@ -23,15 +22,7 @@ def _journal(config: Config) -> tuple[Database, Journal]:
     if not path.exists():
         raise NoJournal(f"no journal at {path} (has medic run with this data directory?)")
     db = Database(path)
-
-    class _Clock:
-        def time(self) -> float:
-            return time.time()
-
-        def monotonic(self) -> float:
-            return time.monotonic()
-
-    return db, Journal(db, _Clock())
+    return db, Journal(db, SystemClock())
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:

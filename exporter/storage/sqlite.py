@@ -22,6 +22,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+DB_FILE = "medic.db"
+"""medic's database in its data directory: breaker state and the recovery journal."""
 MAX_BATCH = 1000
 LINGER = 0.002
 """Seconds the writer waits for more rows before a commit (webhook bench: 3.7k -> 4.3k/s)."""

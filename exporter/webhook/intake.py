@@ -18,7 +18,6 @@ log = logging.getLogger(__name__)
 # Engine answers to what the webhook reports per alert.
 _RESULTS = {
     "accepted": "accepted",
-    "deferred": "accepted",
     "duplicate": "duplicate",
     "ignored_resolved": "ignored",
     "unknown_failure_type": "ignored",
