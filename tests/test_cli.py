@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,8 +126,6 @@ def test_exits_0_promptly_on_a_signal_while_a_check_is_hung(
     response = httpx.get(f"{url}/metrics", timeout=2)
     assert response.status_code == 200
     assert 'medic_check_success{check="host_memory"} 1.0' in response.text
-    started = time.monotonic()
     proc.proc.send_signal(sig)
     assert proc.proc.wait(timeout=5) == 0
-    assert time.monotonic() - started < 5
     assert "Traceback" not in proc.log()

@@ -86,11 +86,9 @@ def test_corrupted_weights_are_restored_from_the_model_store(
     assert attempts(url)[-1] == ("model_loading_failure", "retry_model_download", "succeeded")
     assert weights.read_bytes() == (tmp_path / "model-store" / WEIGHTS).read_bytes()
     assert generate(url, batch=2)["model"] == "real"
-    counted = httpx.get(f"{url}/medic/metrics").text
     wait_until(lambda: value(httpx.get(f"{url}/medic/metrics").text, "medic_retry_calls_total",
                              name="model_download", kind="successful_without_retry") == 1,
                what="the download to be counted")  # fmt: skip
-    assert counted
 
 
 def test_repeated_failures_open_the_breaker_and_the_mock_answers(
