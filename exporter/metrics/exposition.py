@@ -124,8 +124,6 @@ class RenderLoop:
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._rendered = threading.Condition()
-        self._generation = 0
 
     def start(self) -> None:
         """Render once now, then follow invalidations on a daemon thread."""
@@ -143,16 +141,6 @@ class RenderLoop:
     def invalidate(self, *_: object) -> None:
         """Ask for a re-render soon; cheap and safe from any thread."""
         self._dirty.set()
-
-    def wait_rendered(self, after: int, timeout: float) -> bool:
-        """Wait until a rendering later than generation `after` is published."""
-        with self._rendered:
-            return self._rendered.wait_for(lambda: self._generation > after, timeout)
-
-    @property
-    def generation(self) -> int:
-        """How many renderings the loop has published."""
-        return self._generation
 
     def stop(self) -> None:
         """Stop the thread (it exits within one wait)."""
@@ -176,7 +164,4 @@ class RenderLoop:
                 self._exposition.render()
             except Exception:
                 log.exception("rendering /metrics failed; serving the previous rendering")
-            with self._rendered:
-                self._generation += 1
-                self._rendered.notify_all()
             self._stopping.wait(self._min_interval)
