@@ -618,6 +618,7 @@ class RecoveryEngine:
                     self._queue.put_nowait((event, inbox_id))
                 if self._deferred and self._pending < self.config.queue_size:
                     self._room.set()
+            self._changed()  # wakes wait_idle when deferred events were written off
 
     async def _prune_periodically(self) -> None:
         retention = self.config.retention

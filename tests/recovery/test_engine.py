@@ -428,7 +428,8 @@ def test_deferred_events_lost_with_the_journal_do_not_block_later_ones(start_med
     assert running.wait(10)
     assert medic.report_failure("network_error", dedup_key="q").accepted  # the queue is full
     assert medic.report_failure("network_error", dedup_key="d").accepted  # deferred, in the inbox
-    medic.db.query("DELETE FROM recovery_inbox WHERE dedup_key = 'd'")  # as if never written
+    assert medic.db.flush(5)  # the row is committed; now lose it, as a failed write would
+    medic.db.query("DELETE FROM recovery_inbox WHERE dedup_key = 'd'")
     release.set()
     assert medic.recovery.wait_idle(10)  # counts deferred events too: it waited for the drain
     assert medic.recovery.snapshot()["deferred"] == 0
