@@ -16,14 +16,17 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from exporter.api import recovery_router
 from exporter.app import Medic
+from exporter.asgi import HotPaths, header, respond
 from exporter.config import split_listen
+from exporter.metrics.exposition import Exposition
 from exporter.stream import events_endpoint
 from exporter.version import __version__
 from exporter.webhook.auth import Authenticator
-from exporter.webhook.route import alerts_endpoint
+from exporter.webhook.route import AlertsEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ def create_app(
     *,
     manage_lifecycle: bool = True,
     authenticator: Authenticator | None = None,
-) -> FastAPI:
+) -> HotPaths:
     """The ASGI app; with manage_lifecycle it starts and stops medic with the server.
 
     Without an authenticator one is built from server.auth (raises SecretError if a
@@ -51,16 +54,6 @@ def create_app(
         finally:
             if manage_lifecycle:
                 medic.stop()
-
-    async def metrics(request: Request) -> Response:
-        # A plain Starlette route: no FastAPI dependency/validation work on the hot path.
-        body, content_type, encoding = medic.exposition.select(
-            request.headers.get("accept", ""), request.headers.get("accept-encoding", "")
-        )
-        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
-        if encoding:
-            headers["Content-Encoding"] = encoding
-        return Response(body, headers=headers)
 
     async def healthy(_request: Request) -> Response:
         return PlainTextResponse("medic is Healthy.\n")
@@ -86,21 +79,17 @@ def create_app(
         redoc_url=None,
         openapi_url="/api/v1/openapi.json",
     )
+    metrics = MetricsEndpoint(medic.exposition)
+    alerts = AlertsEndpoint(
+        medic.intake, medic.webhook_stats, authenticator, medic.config.webhook.max_body_bytes
+    )
+    # Also in the router: it answers these paths' other methods (405 with Allow).
     app.router.routes.extend(
         [
             Route("/metrics", metrics, methods=["GET", "HEAD"]),
             Route("/-/healthy", healthy, methods=["GET", "HEAD"]),
             Route("/-/ready", ready, methods=["GET", "HEAD"]),
-            Route(
-                "/api/v1/alerts",
-                alerts_endpoint(
-                    medic.intake,
-                    medic.webhook_stats,
-                    authenticator,
-                    medic.config.webhook.max_body_bytes,
-                ),
-                methods=["POST"],
-            ),
+            Route("/api/v1/alerts", alerts, methods=["POST"]),
         ]
     )
 
@@ -130,7 +119,28 @@ def create_app(
             )
         return {"status": medic.health.status().value, "ready": medic.ready(), "checks": checks}
 
-    return app
+    hot: dict[tuple[str, str], ASGIApp] = {
+        ("/metrics", "GET"): metrics,
+        ("/metrics", "HEAD"): metrics,
+        ("/api/v1/alerts", "POST"): alerts,
+    }
+    return HotPaths(app, hot)
+
+
+class MetricsEndpoint:
+    """GET /metrics as plain ASGI: the pre-rendered body for the request's Accept headers."""
+
+    def __init__(self, exposition: Exposition) -> None:
+        self._exposition = exposition
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body, content_type, encoding = self._exposition.select(
+            header(scope, b"accept") or "", header(scope, b"accept-encoding") or ""
+        )
+        extra = [(b"vary", b"Accept, Accept-Encoding")]
+        if encoding:
+            extra.append((b"content-encoding", encoding.encode()))
+        await respond(send, 200, body, content_type.encode(), extra)
 
 
 class BackgroundServer:
@@ -145,6 +155,7 @@ class BackgroundServer:
             create_app(medic, manage_lifecycle=False),
             log_config=None,
             access_log=False,
+            proxy_headers=False,
             timeout_graceful_shutdown=1,
             **tls_options(medic),  # type: ignore[arg-type]
         )
@@ -230,6 +241,9 @@ def serve(medic: Medic, sock: socket.socket, authenticator: Authenticator | None
         log_config=None,
         access_log=False,
         server_header=False,
+        # medic needs the real peer (the recovery API's loopback-only guard) and no proxy
+        # headers: not trusting X-Forwarded-* also drops a middleware from every request.
+        proxy_headers=False,
         timeout_graceful_shutdown=max(1, int(medic.config.server.shutdown_grace)),
         lifespan="on",
         **tls_options(medic),  # type: ignore[arg-type]

@@ -7,15 +7,16 @@ when events could neither be queued nor persisted. A failed remediation is still
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 
 from pydantic import ValidationError
-from starlette.requests import Request
-from starlette.responses import Response
+from pydantic_core import to_json
+from starlette.types import Receive, Scope, Send
 
+from exporter.asgi import ClientGone, Headers, header, read_body, respond
 from exporter.webhook.auth import Authenticator
 from exporter.webhook.intake import Intake
 from exporter.webhook.models import NOTIFICATION, Notification
@@ -24,15 +25,8 @@ log = logging.getLogger(__name__)
 
 MAX_PROBLEMS = 20
 COMMIT_WAIT = 5.0
-
-
-def _json(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(body, separators=(",", ":")),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
+JSON = b"application/json"
+RETRY_LATER: Headers = [(b"retry-after", b"10")]
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -44,20 +38,6 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 def _problems(exc: ValidationError) -> list[str]:
     return [f"{_location(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()[:MAX_PROBLEMS]]
-
-
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is larger than limit (never buffers more)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    size, chunks = 0, []
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class WebhookStats:
@@ -81,56 +61,85 @@ class WebhookStats:
             return dict(self.requests)
 
 
-def alerts_endpoint(
-    intake: Intake,
-    stats: WebhookStats,
-    authenticator: Authenticator | None,
-    max_body: int,
-) -> Callable[[Request], Awaitable[Response]]:
-    """The ASGI endpoint for Alertmanager's webhook."""
+class AlertsEndpoint:
+    """The plain-ASGI endpoint for Alertmanager's webhook (POST only; see exporter.asgi)."""
 
-    async def alerts(request: Request) -> Response:
-        response = await _answer(request)
-        stats.count(response.status_code)
-        return response
+    def __init__(
+        self,
+        intake: Intake,
+        stats: WebhookStats,
+        authenticator: Authenticator | None,
+        max_body: int,
+    ) -> None:
+        self._intake = intake
+        self._stats = stats
+        self._auth = authenticator
+        self._max_body = max_body
 
-    async def _answer(request: Request) -> Response:
-        if authenticator is not None and not authenticator.check(
-            request.headers.get("authorization")
-        ):
-            challenge = f'{authenticator.scheme} realm="medic"'
-            return _json(401, {"error": "missing or wrong credentials"},
-                         {"WWW-Authenticate": challenge})  # fmt: skip
-        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media != "application/json":
-            return _json(415, {"error": f"expected application/json, got {media or 'nothing'}"})
-        body = await _read_limited(request, max_body)
-        if body is None:
-            return _json(413, {"error": f"body larger than {max_body} bytes"})
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            notification = NOTIFICATION.validate_json(body)
-        except ValidationError as exc:
-            return _json(400, {"error": "not an Alertmanager v4 notification",
-                               "problems": _problems(exc)})  # fmt: skip
-        return await _accept(notification)
+            status, body, extra = await self._answer(scope, receive)
+        except ClientGone:
+            return
+        self._stats.count(status)
+        await respond(send, status, body, JSON, extra)
 
-    async def _accept(notification: Notification) -> Response:
-        summary = intake.handle(notification)
-        if summary.persisted:
-            # Group commit: wait (without blocking the loop) until the accepted events'
-            # journal rows are committed, so that a crash after the 202 loses nothing.
-            try:
-                async with asyncio.timeout(COMMIT_WAIT):
-                    await asyncio.gather(*(asyncio.wrap_future(f) for f in summary.persisted))
-            except TimeoutError:
-                log.error("journal commits took over %gs; asking Alertmanager to retry",
-                          COMMIT_WAIT)  # fmt: skip
-                return _json(503, {"error": "the journal is not committing"},
-                             {"Retry-After": "10"})  # fmt: skip
+    async def _answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers | None]:
+        auth = self._auth
+        if auth is not None and not auth.check(header(scope, b"authorization")):
+            challenge = f'{auth.scheme} realm="medic"'.encode()
+            body = to_json({"error": "missing or wrong credentials"})
+            return 401, body, [(b"www-authenticate", challenge)]
+        media = (header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            body = to_json({"error": f"expected application/json, got {media or 'nothing'}"})
+            return 415, body, None
+        raw = await read_body(scope, receive, self._max_body)
+        if raw is None:
+            return 413, to_json({"error": f"body larger than {self._max_body} bytes"}), None
+        try:
+            notification = NOTIFICATION.validate_json(raw)
+        except ValidationError as exc:
+            body = to_json({"error": "not an Alertmanager v4 notification",
+                            "problems": _problems(exc)})  # fmt: skip
+            return 400, body, None
+        return await self._accept(notification)
+
+    async def _accept(self, notification: Notification) -> tuple[int, bytes, Headers | None]:
+        summary = self._intake.handle(notification)
+        if summary.persisted and not await _committed(summary.persisted[-1]):
+            log.error("journal commits took over %gs; asking Alertmanager to retry", COMMIT_WAIT)
+            return 503, to_json({"error": "the journal is not committing"}), RETRY_LATER
         if summary.refused:
             # Neither the queue nor the journal could take them: ask Alertmanager to retry.
-            return _json(503, {"error": "cannot accept alerts now", **summary.as_dict()},
-                         {"Retry-After": "10"})  # fmt: skip
-        return _json(202, summary.as_dict())
+            body = to_json({"error": "cannot accept alerts now", **summary.as_dict()})
+            return 503, body, RETRY_LATER
+        return 202, to_json(summary.as_dict()), None
 
-    return alerts
+
+async def _committed(last: Future[bool]) -> bool:
+    """Wait, without blocking the loop, until a journal write is committed; False after
+    COMMIT_WAIT. The database commits in the order writes were queued, so once the last of
+    a notification's writes is committed, all of them are: a crash after the 202 loses
+    nothing. One callback and one loop wake-up, not asyncio.wrap_future's two-way chain."""
+    if last.done():
+        return True
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: Future[bool]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
+            loop.call_soon_threadsafe(_settle, waiter)
+
+    last.add_done_callback(wake)
+    try:
+        async with asyncio.timeout(COMMIT_WAIT):
+            await waiter
+    except TimeoutError:
+        return False
+    return True
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # it may have timed out and been cancelled meanwhile
+        waiter.set_result(None)
