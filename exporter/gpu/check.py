@@ -134,6 +134,9 @@ class GpuCheck:
             if len(self._abandoned) >= self._max_stuck:
                 raise CallStuck(f"{len(self._abandoned)} NVML helpers are stuck in the driver")
             self._worker = WorkerProcess(self._argv, self._env)
+            if self._closed:  # close() ran while it started and may not have seen it
+                self._drop(self._worker)
+                raise CallStuck("GPU check is closed")
         return self._worker
 
     def _abandon(self, worker: WorkerProcess) -> None:

@@ -54,6 +54,8 @@ class XidWatcher:
         backoff = 1.0
         while not self._stopping.is_set():
             with self._lock:
+                if self._stopping.is_set():  # stop() ran since the loop's check
+                    return
                 worker = self._worker = WorkerProcess(self._argv, self._env)
             try:
                 while True:

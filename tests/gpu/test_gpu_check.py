@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from exporter.checks.runner import CallStuck, CallTimeout
+from exporter.gpu import check as check_module
 from exporter.gpu.check import GpuCheck
+from exporter.gpu.client import WorkerProcess
 from exporter.gpu.facts import GpuDevice, NvmlState
 from tests.gpu.conftest import FAKE, FakeNvml
 from tests.helpers import FakeClock, wait_until
@@ -204,3 +206,21 @@ def test_close_does_not_wait_for_a_round_stuck_in_the_driver(fake_nvml: FakeNvml
     fake_nvml.write()
     round_thread.join(10)
     assert outcome, "the round did not end after close()"
+
+
+def test_close_during_a_helper_start_lets_that_helper_go(
+    fake_nvml: FakeNvml, check, monkeypatch
+) -> None:
+    gpu = check()
+    started: list[WorkerProcess] = []
+
+    def start_while_closing(*args, **kwargs) -> WorkerProcess:
+        worker = WorkerProcess(*args, **kwargs)
+        started.append(worker)
+        gpu.close()  # shutdown lands between the round's closed-check and the new helper
+        return worker
+
+    monkeypatch.setattr(check_module, "WorkerProcess", start_while_closing)
+    with pytest.raises(CallStuck, match="closed"):
+        gpu()
+    wait_until(lambda: not started[0].alive(), what="the helper to be let go and exit")
