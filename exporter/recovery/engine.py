@@ -154,6 +154,8 @@ class RecoveryEngine:
         self._waiting: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[tuple[FailureEvent, int]] | None = None
+        self._inflow: list[tuple[FailureEvent, int]] = []  # submitted, not yet in the queue
+        self._picked: list[int] = []  # inbox ids taken by workers, rows not yet deleted
         self._deferred = 0  # accepted events waiting in the journal's inbox, not in memory
         self._inbox_cursor = 0  # every inbox id up to this one is in memory or done
         self._room: asyncio.Event | None = None
@@ -203,7 +205,7 @@ class RecoveryEngine:
                     room -= 1
                     self._pending += 1
                     self._inbox_cursor = inbox_id
-                    self._loop.call_soon_threadsafe(self._queue.put_nowait, (event, inbox_id))
+                    self._feed(event, inbox_id)
                 else:
                     self._deferred += 1
 
@@ -268,7 +270,7 @@ class RecoveryEngine:
                 self._pending += 1
                 inbox_id, persisted = self._journal.inbox_add(event)
                 self._inbox_cursor = inbox_id
-                self._loop.call_soon_threadsafe(self._queue.put_nowait, (event, inbox_id))
+                self._feed(event, inbox_id)
             elif self._journal.healthy:
                 # Queue full: the event waits in the journal's inbox and is fed in later.
                 refused = None
@@ -286,6 +288,32 @@ class RecoveryEngine:
             return self._refused(refused.result, refused.detail)
         self._count_event("accepted")
         return Submission("accepted", persisted=persisted)
+
+    def _feed(self, event: FailureEvent, inbox_id: int) -> None:
+        """Hand an event to the loop (self._lock held). One wake-up per burst, not per
+        event: each wake-up costs the submitting thread a write to the loop's self-pipe."""
+        assert self._loop is not None
+        self._inflow.append((event, inbox_id))
+        if len(self._inflow) == 1:
+            self._loop.call_soon_threadsafe(self._take_inflow)
+
+    def _take_inflow(self) -> None:
+        assert self._queue is not None
+        with self._lock:
+            items, self._inflow = self._inflow, []
+        for item in items:
+            self._queue.put_nowait(item)
+
+    def _picked_up(self, inbox_id: int) -> None:
+        """A worker took the event: its inbox row goes, in one statement per loop turn."""
+        assert self._loop is not None
+        self._picked.append(inbox_id)
+        if len(self._picked) == 1:
+            self._loop.call_soon(self._forget_picked)
+
+    def _forget_picked(self) -> None:
+        picked, self._picked = self._picked, []
+        self._journal.inbox_remove(picked)
 
     def resolve(self, dedup_key: str) -> bool:
         """Close an episode; a queued, unstarted attempt for it is cancelled (True then)."""
@@ -342,7 +370,7 @@ class RecoveryEngine:
                     self._queued_keys.discard(key)
                 if self._deferred and self._room is not None:
                     self._room.set()
-            self._journal.inbox_remove(inbox_id)
+            self._picked_up(inbox_id)
             # Resolved while it waited: cancelled. Replayed after a crash but started before
             # it: a duplicate.
             episode = self._journal.episode(key) if key else None

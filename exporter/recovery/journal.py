@@ -15,6 +15,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_core import to_json
+
 from exporter.clock import Clock
 from exporter.recovery.types import FailureEvent, Outcome, RecoveryAttempt
 from exporter.storage.sqlite import Database
@@ -253,15 +255,18 @@ class Journal:
             return inbox_id, self._db.write(
                 "INSERT INTO recovery_inbox (id, failure_type, source, labels, dedup_key, "
                 "fingerprint, starts_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (inbox_id, event.failure_type, event.source, json.dumps(event.labels),
+                (inbox_id, event.failure_type, event.source, to_json(event.labels).decode(),
                  event.dedup_key, event.fingerprint, event.starts_at, event.detail),
             )  # fmt: skip
         return inbox_id, None
 
-    def inbox_remove(self, inbox_id: int) -> None:
-        """A worker picked the event up."""
-        if self._db is not None:
-            self._db.write("DELETE FROM recovery_inbox WHERE id = ?", (inbox_id,))
+    def inbox_remove(self, inbox_ids: list[int]) -> None:
+        """Workers picked these events up."""
+        if self._db is not None and inbox_ids:
+            self._db.write(
+                "DELETE FROM recovery_inbox WHERE id IN (SELECT value FROM json_each(?))",
+                (to_json(inbox_ids).decode(),),
+            )
 
     def inbox_after(self, after: int, limit: int) -> list[tuple[int, FailureEvent]]:
         """Persisted events with id > after, oldest first. Blocking: call off the loop."""

@@ -275,11 +275,21 @@ def test_a_full_queue_defers_events_to_the_journal_and_runs_them_later(start_med
     assert all(s.accepted for s in deferred)  # persisted in the journal's inbox
     assert medic.recovery.snapshot()["deferred"] == 3
     assert medic.report_failure("network_error", dedup_key="d1").result == "duplicate"
+
+    def inbox() -> list[str]:
+        medic.db.flush()
+        return [
+            key for (key,) in medic.db.query("SELECT dedup_key FROM recovery_inbox ORDER BY id")
+        ]
+
+    # The running event's row is gone; the queued and the deferred ones wait in the inbox.
+    wait_until(lambda: inbox() == ["q", "d0", "d1", "d2"], what="the picked-up row deleted")
     release.set()
     found = settled(medic, 6)
     keys = [a.dedup_key for a in found if a.action == "slow"]
     assert keys == [None, "q", "d0", "d1", "d2"]  # in order, none lost
     assert medic.recovery.snapshot()["deferred"] == 0
+    wait_until(lambda: inbox() == [], what="every picked-up row deleted")
 
 
 def test_a_full_queue_with_no_journal_refuses_and_counts(tmp_path: Path) -> None:
