@@ -8,9 +8,15 @@ else (other methods included, so 405s stay as they were) to the full app.
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 Headers = list[tuple[bytes, bytes]]
+PER_TURN = 2
+"""Waiters Turns lets through per loop turn. bench.webhook: 1 -> 5.4-5.9k notifications/s,
+2 -> 7.2-7.5k/s, with the same /metrics p99 under that load (about 0.5 ms)."""
 
 
 def route_path(scope: Scope) -> str:
@@ -81,3 +87,42 @@ class HotPaths:
                 await endpoint(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class Turns:
+    """Lets PER_TURN waiters through per event-loop turn, in arrival order.
+
+    A burst of webhook requests would otherwise run back to back in one turn of the loop
+    (they arrive together and their commits complete together), and a scrape that arrives
+    meanwhile waits for all of them. Taking a turn before each costly step interleaves
+    other requests between them. bench.webhook: /metrics p99 under the flood 0.8 -> 0.5 ms,
+    notifications 9.7k -> 7.3k/s. Not thread-safe: use it from one loop.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._releasing = False
+
+    async def take(self) -> None:
+        """Wait for this caller's turn."""
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[None] = loop.create_future()
+        self._waiting.append(turn)
+        if not self._releasing:
+            self._releasing = True
+            loop.call_soon(self._release, loop)
+        await turn
+
+    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A callback scheduled from a callback runs in the loop's next turn, after its poll
+        # for I/O: so this runs once per turn.
+        released = 0
+        while self._waiting and released < PER_TURN:
+            turn = self._waiting.popleft()
+            if not turn.done():  # its request was cancelled (client gone, shutdown)
+                turn.set_result(None)
+                released += 1
+        if self._waiting:
+            loop.call_soon(self._release, loop)
+        else:
+            self._releasing = False

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from exporter.asgi import ClientGone, HotPaths, read_body, route_path
+from exporter.asgi import PER_TURN, ClientGone, HotPaths, Turns, read_body, route_path
 
 
 def _receiver(*messages: dict[str, Any]) -> Any:
@@ -70,3 +70,41 @@ def test_hot_paths_send_the_rest_to_the_app() -> None:
     asyncio.run(hot({**_scope("/x"), "method": "GET"}, _receiver(), None))  # type: ignore[arg-type]
     asyncio.run(hot({"type": "lifespan"}, _receiver(), None))  # type: ignore[arg-type]
     assert seen == ["hot", "app", "app"]
+
+
+def test_turns_let_a_few_through_per_loop_turn_in_order_skipping_cancelled_ones() -> None:
+    log: list[str] = []
+
+    async def main() -> None:
+        turns = Turns()
+        loop = asyncio.get_running_loop()
+        ticking = True
+
+        def tick() -> None:  # one entry per loop turn
+            log.append("turn")
+            if ticking:
+                loop.call_soon(tick)
+
+        async def waiter(name: str) -> None:
+            await turns.take()
+            log.append(name)
+
+        tasks = [asyncio.create_task(waiter(f"w{i}")) for i in range(5)]
+        await asyncio.sleep(0)  # every waiter is queued now
+        tasks[1].cancel()  # e.g. its request was cancelled at shutdown
+        loop.call_soon(tick)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        ticking = False
+
+    asyncio.run(main())
+    released = [entry for entry in log if entry != "turn"]
+    assert released == ["w0", "w2", "w3", "w4"]  # arrival order, the cancelled one skipped
+    runs, current = [], 0
+    for entry in log:
+        if entry == "turn":
+            runs.append(current)
+            current = 0
+        else:
+            current += 1
+    runs.append(current)
+    assert max(runs) <= PER_TURN  # never more than PER_TURN between two loop turns

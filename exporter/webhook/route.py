@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.types import Receive, Scope, Send
 
-from exporter.asgi import ClientGone, Headers, header, read_body, respond
+from exporter.asgi import ClientGone, Headers, Turns, header, read_body, respond
 from exporter.webhook.auth import Authenticator
 from exporter.webhook.intake import Intake
 from exporter.webhook.models import NOTIFICATION, Notification
@@ -75,6 +75,7 @@ class AlertsEndpoint:
         self._stats = stats
         self._auth = authenticator
         self._max_body = max_body
+        self._turns = Turns()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -82,6 +83,7 @@ class AlertsEndpoint:
         except ClientGone:
             return
         self._stats.count(status)
+        await self._turns.take()
         await respond(send, status, body, JSON, extra)
 
     async def _answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers | None]:
@@ -97,6 +99,7 @@ class AlertsEndpoint:
         raw = await read_body(scope, receive, self._max_body)
         if raw is None:
             return 413, to_json({"error": f"body larger than {self._max_body} bytes"}), None
+        await self._turns.take()
         try:
             notification = NOTIFICATION.validate_json(raw)
         except ValidationError as exc:
