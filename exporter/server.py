@@ -155,7 +155,6 @@ class BackgroundServer:
             create_app(medic, manage_lifecycle=False),
             log_config=None,
             access_log=False,
-            proxy_headers=False,
             timeout_graceful_shutdown=1,
             **tls_options(medic),  # type: ignore[arg-type]
         )
@@ -241,9 +240,6 @@ def serve(medic: Medic, sock: socket.socket, authenticator: Authenticator | None
         log_config=None,
         access_log=False,
         server_header=False,
-        # medic needs the real peer (the recovery API's loopback-only guard) and no proxy
-        # headers: not trusting X-Forwarded-* also drops a middleware from every request.
-        proxy_headers=False,
         timeout_graceful_shutdown=max(1, int(medic.config.server.shutdown_grace)),
         lifespan="on",
         **tls_options(medic),  # type: ignore[arg-type]

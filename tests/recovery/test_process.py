@@ -140,6 +140,10 @@ def test_api_filters_paginates_and_guards_reset(
     assert report(url, "cosmic_rays").status_code == 400
     bad = httpx.post(f"{url}/api/v1/failures", json={"failure_type": "network_error", "x": 1})
     assert bad.status_code == 422
+    # A local reverse proxy forwarding a remote client: the loopback-only guard sees that
+    # client (uvicorn trusts X-Forwarded-For from 127.0.0.1 only), not the proxy.
+    proxied = {"X-Forwarded-For": "203.0.113.9"}
+    assert httpx.post(f"{url}/api/v1/recoveries/reset", headers=proxied).status_code == 403
     assert httpx.post(f"{url}/api/v1/recoveries/reset").json() == {"status": "reset"}
     assert report(url, "network_error", "e").json()["result"] == "accepted"
     assert finished(url, 5)[0]["outcome"] == "succeeded"  # cooldown forgotten
