@@ -36,8 +36,9 @@ class Summary:
     resolved: int = 0
     refused: int = 0
     details: list[dict[str, str]] = field(default_factory=list)
-    persisted: list[Future[bool]] = field(default_factory=list)
-    """Commits to wait for before answering: accepted events must survive a crash."""
+    persisted: Future[bool] | None = None
+    """The last accepted event's commit, to wait for before answering: accepted events must
+    survive a crash. The database commits in queue order, so it covers the earlier ones."""
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready."""
@@ -121,5 +122,5 @@ class Intake:
         )
         submission = self._engine.submit(event)
         if submission.persisted is not None:
-            summary.persisted.append(submission.persisted)
+            summary.persisted = submission.persisted
         return _RESULTS.get(submission.result, "refused"), submission.detail or failure_type

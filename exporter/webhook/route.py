@@ -110,7 +110,7 @@ class AlertsEndpoint:
 
     async def _accept(self, notification: Notification) -> tuple[int, bytes, Headers | None]:
         summary = self._intake.handle(notification)
-        if summary.persisted and not await _committed(summary.persisted[-1]):
+        if summary.persisted is not None and not await _committed(summary.persisted):
             log.error("journal commits took over %gs; asking Alertmanager to retry", COMMIT_WAIT)
             return 503, to_json({"error": "the journal is not committing"}), RETRY_LATER
         if summary.refused:
@@ -121,10 +121,9 @@ class AlertsEndpoint:
 
 
 async def _committed(last: Future[bool]) -> bool:
-    """Wait, without blocking the loop, until a journal write is committed; False after
-    COMMIT_WAIT. The database commits in the order writes were queued, so once the last of
-    a notification's writes is committed, all of them are: a crash after the 202 loses
-    nothing. One callback and one loop wake-up, not asyncio.wrap_future's two-way chain."""
+    """Wait, without blocking the loop, until a notification's last journal write is
+    committed (and with it every earlier one); False after COMMIT_WAIT. One callback and one
+    loop wake-up, not asyncio.wrap_future's two-way chain."""
     if last.done():
         return True
     loop = asyncio.get_running_loop()

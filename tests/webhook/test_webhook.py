@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest
 
 from exporter.app import Medic
 from exporter.config import parse_config
+from exporter.storage.sqlite import DB_FILE
+from exporter.webhook import route
 from exporter.webhook.matchers import matches_all, parse_matcher
 from tests.helpers import serving, wait_until
 from tests.test_server import value, wait_for_metric
@@ -230,3 +233,22 @@ def test_a_full_queue_with_no_journal_answers_503(tmp_path: Path) -> None:
             wait_until(lambda: medic.recovery.wait_idle(0.1), what="the engine to finish")
     finally:
         release.set()
+
+
+def test_a_journal_that_cannot_commit_answers_503_and_the_retry_is_a_duplicate(
+    webhook_medic: tuple[Medic, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    medic, url = webhook_medic
+    monkeypatch.setattr(route, "COMMIT_WAIT", 0.3)
+    holder = sqlite3.connect(tmp_path / DB_FILE, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds the database's write lock
+    try:
+        stuck = post(url, FIRING)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert stuck.status_code == 503 and stuck.headers["retry-after"] == "10"
+    assert "not committing" in stuck.json()["error"]
+    retry = post(url, FIRING)  # Alertmanager retries a 5xx
+    assert retry.status_code == 202 and retry.json()["duplicate"] == 1
+    assert attempts(medic) == [("restart", "succeeded"), ("ladder", "skipped_duplicate")]
