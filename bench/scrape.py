@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
@@ -95,24 +96,34 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=30)
 
 
-def wrk(url: str, connections: int, duration: int, headers: dict[str, str]) -> dict[str, float]:
-    args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "2s"]
+def latency_ms(wrk_output: str) -> dict[str, float]:
+    """wrk's latency percentiles from its --latency table, in ms: p50, p75, p90, p99."""
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    found = re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", wrk_output, re.M)
+    if len(found) < 4:
+        raise RuntimeError(f"no latency table in wrk output:\n{wrk_output}")
+    return {f"p{pct}": float(value) * unit[u] for pct, value, u in found}
+
+
+def wrk(
+    url: str,
+    connections: int,
+    duration: int,
+    headers: dict[str, str],
+    prefix: Sequence[str] = (),
+) -> dict[str, float]:
+    """Drive url with wrk; prefix goes before the command (taskset, nice)."""
+    args = [*prefix, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+            "--timeout", "2s"]  # fmt: skip
     for key, value in headers.items():
         args += ["-H", f"{key}: {value}"]
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
-    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-    def latency(pct: str) -> float:
-        match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        if not match:
-            raise RuntimeError(f"no {pct}% line in wrk output:\n{out}")
-        return float(match.group(1)) * unit[match.group(2)]
-
+    latency = latency_ms(out)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
     return {
-        "p50_ms": latency("50"),
-        "p99_ms": latency("99"),
+        "p50_ms": latency["p50"],
+        "p99_ms": latency["p99"],
         "rps": rps,
         "errors": 0.0 if errors is None else 1.0,
     }

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.scrape import start_medic, stop
+from bench.scrape import latency_ms, start_medic, stop, wrk
 
 FIXTURES = Path(__file__).parents[1] / "tests" / "fixtures" / "alertmanager"
 BODY = FIXTURES / "alertmanager-firing.json"
@@ -69,22 +69,6 @@ def loadgen(pin: bool, flood: bool = False) -> list[str]:
     return ["taskset", "-c", "1", *(["nice", "-n", "19"] if flood else [])]
 
 
-def scrape(url: str, duration: int, pin: bool) -> dict[str, float]:
-    """Scrape latencies at concurrency 1, in ms."""
-    out = subprocess.run(
-        [*loadgen(pin), "wrk", "-t1", "-c1", f"-d{duration}s", "--latency", url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return latency_ms(out)
-
-
-def latency_ms(wrk_output: str) -> dict[str, float]:
-    """wrk's latency percentiles (its --latency table), in ms."""
-    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-    found = re.findall(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", wrk_output, re.M)
-    return {f"p{q}": float(value) * unit[u] for q, value, u in found}
-
-
 def scrape_during_flood(
     metrics_url: str, alerts_url: str, script: Path, duration: int, pin: bool = False
 ) -> tuple[float, str, dict[str, float]]:
@@ -121,7 +105,7 @@ def main() -> None:
                            capture_output=True)  # fmt: skip
         other, other_base = (None, "") if args.pin else start_medic(root / "other.yml")
         try:
-            idle = scrape(f"{base}/metrics", args.duration, args.pin)
+            idle = wrk(f"{base}/metrics", 1, args.duration, {}, loadgen(args.pin))
             alerts = f"{base}/api/v1/alerts"
             rps, out, loaded = scrape_during_flood(
                 f"{base}/metrics", alerts, script, args.duration, args.pin
@@ -148,12 +132,12 @@ def main() -> None:
           f"non-2xx: {non2xx.group(1) if non2xx else 0}{pinned}")  # fmt: skip
     print(f"journal afterwards: {attempts} attempts + {inbox} inbox rows "
           f"(every notification accounted for: {attempts + inbox >= total * 0.99})")  # fmt: skip
-    print(f"/metrics p99 at c=1: idle {idle['p99']:.3f} ms, under the POST load "
-          f"{loaded['p99']:.3f} ms ({loaded['p99'] / idle['p99']:.1f}x); "
+    print(f"/metrics p99 at c=1: idle {idle['p99_ms']:.3f} ms, under the POST load "
+          f"{loaded['p99']:.3f} ms ({loaded['p99'] / idle['p99_ms']:.1f}x); "
           f"p50 {loaded['p50']:.3f}, p90 {loaded['p90']:.3f} ms")  # fmt: skip
     if floor is not None:
         print(f"a second, idle medic scraped during the same flood: p99 {floor['p99']:.3f} "
-              f"ms ({floor['p99'] / idle['p99']:.1f}x)")  # fmt: skip
+              f"ms ({floor['p99'] / idle['p99_ms']:.1f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":
