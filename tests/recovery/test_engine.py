@@ -81,7 +81,8 @@ def pytest_approx(value: float):
     return pytest.approx(value, abs=5)
 
 
-def test_gates_duplicate_cooldown_and_resolved(start_medic) -> None:
+def noop_medic(start_medic) -> Medic:
+    """One failure type whose only rung is an in-process action that always succeeds."""
     medic = start_medic("""
 recovery:
   actions:
@@ -90,6 +91,11 @@ recovery:
     network_error: {ladder: [noop]}
 """)
     medic.actions.register("noop", lambda: True)
+    return medic
+
+
+def test_gates_duplicate_cooldown_and_resolved(start_medic) -> None:
+    medic = noop_medic(start_medic)
     assert medic.report_failure("network_error", dedup_key="fp1@t1").accepted
     settled(medic, 1)
     again = medic.report_failure("network_error", dedup_key="fp1@t1")
@@ -417,14 +423,7 @@ recovery:
 
 
 def test_wait_idle(start_medic) -> None:
-    medic = start_medic("""
-recovery:
-  actions:
-    noop: {type: in_process}
-  failures:
-    network_error: {ladder: [noop]}
-""")
-    medic.actions.register("noop", lambda: True)
+    medic = noop_medic(start_medic)
     medic.report_failure("network_error")
     assert medic.recovery.wait_idle(10)
     assert outcomes(attempts(medic)) == [("noop", "succeeded")]
