@@ -81,7 +81,7 @@ def pytest_approx(value: float):
     return pytest.approx(value, abs=5)
 
 
-def noop_medic(start_medic) -> Medic:
+def noop_medic(start_medic: Callable[[str], Medic]) -> Medic:
     """One failure type whose only rung is an in-process action that always succeeds."""
     medic = start_medic("""
 recovery:
