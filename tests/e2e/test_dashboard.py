@@ -61,7 +61,9 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
         wait_until(lambda: httpx.get(f"{url}/-/ready").status_code == 200, what="medic ready")
         prom = Prometheus(work, "groups: []\n", url.removeprefix("http://"), "127.0.0.1:9")
         prom.wait_ready()
-        # Give every panel something to show: an XID, a recovery, webhook traffic.
+        # Give every panel something to show: an XID, a recovery, webhook traffic. The XID
+        # watcher only counts events that come after it started listening.
+        wait_until(lambda: "XID watcher listening" in medic.log(), what="the XID watcher")
         nvml["xid_events"] = [{"gpu": 1, "xid": 79}]
         state.write_text(json.dumps(nvml))
         httpx.post(f"{url}/api/v1/failures", json={"failure_type": "generation_pipeline_error"})
