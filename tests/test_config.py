@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,86 @@ def test_summary_lists_checks() -> None:
 def test_default_timeout_shrinks_to_a_short_interval() -> None:
     config = parse_config("checks: [{name: m, type: host_memory, interval: 1s}]", env={})
     assert config.checks[0].timeout == 1.0
+
+
+def test_environment_references_fill_values_with_their_types() -> None:
+    config = parse_config(
+        """
+server: {listen: "${LISTEN:-127.0.0.1:9100}"}
+recovery:
+  workers: ${WORKERS:-4}
+  dry_run: ${DRY}
+identity:
+  matchers: ['node="${NODE_NAME}"', 'instance=~"${NODE_NAME}(:[0-9]+)?"']
+data_dir: /srv/$${literal}/${EMPTY:-fallback}
+""",
+        env={"NODE_NAME": "gpu-07", "DRY": "true", "EMPTY": ""},
+    )
+    assert config.server.listen == "127.0.0.1:9100"
+    assert config.recovery.workers == 4 and config.recovery.dry_run is True
+    assert config.identity is not None
+    assert config.identity.matchers == ['node="gpu-07"', 'instance=~"gpu-07(:[0-9]+)?"']
+    assert config.data_dir == Path("/srv/${literal}/fallback")
+
+
+def test_a_value_from_the_environment_stays_data() -> None:
+    # A value that looks like YAML cannot add keys: it is substituted after parsing.
+    config = parse_config("data_dir: ${DIR}\n", env={"DIR": "/a\nrecovery: {dry_run: true}"})
+    assert config.data_dir == Path("/a\nrecovery: {dry_run: true}")
+    assert config.recovery.dry_run is False
+
+
+def test_unset_variables_are_reported_with_their_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "medic.yml"
+    path.write_text('server:\n  listen: "${MEDIC_TEST_UNSET}"\nlog_level: "${ALSO_UNSET:-info}"\n'
+                    "data_dir: /x/${bad name}\n")  # fmt: skip
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MEDIC_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", str(path)],
+        capture_output=True, text=True, env=env, timeout=30, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1
+    lines = out.stderr.splitlines()
+    assert lines == [
+        f"{path}:2: server.listen: environment variable MEDIC_TEST_UNSET is not set "
+        "(write ${MEDIC_TEST_UNSET:-default} to give a default)",
+        f"{path}:4: data_dir: invalid reference ${{bad name}}; write ${{NAME}} or "
+        "${NAME:-default}",
+    ], out.stderr
+
+
+@pytest.mark.parametrize(
+    ("matcher", "problem"),
+    [
+        ('node!="gpu-07"', "use = or =~, not !="),
+        ('node=""', "an empty value would name every host"),
+        ("node", "invalid matcher"),
+    ],
+)
+def test_identity_matchers_must_name_this_host(matcher: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=r"identity\.matchers\[0\]: .*" + re.escape(problem)):
+        parse_config(f"identity: {{matchers: ['{matcher}']}}\n", env={})
+
+
+def test_pull_mode_settings_are_checked() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            """
+webhook:
+  pull:
+    alertmanagers: [am-0:9093]
+    tls: {cert_file: /c.pem}
+""",
+            env={},
+        )
+    text = str(info.value)
+    assert "webhook.pull.alertmanagers[0]: 'am-0:9093' is not an http:// or https:// URL" in text
+    assert "webhook.pull.tls: give cert_file and key_file together" in text
+    with pytest.raises(ConfigError, match=r"timeout \(2s\) must not exceed interval \(1s\)"):
+        parse_config(
+            "webhook: {pull: {alertmanagers: ['http://a:9093'], interval: 1s, timeout: 2s}}",
+            env={},
+        )

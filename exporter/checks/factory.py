@@ -15,7 +15,7 @@ from exporter.config import (
     PathCheckConfig,
     TorchCheckConfig,
 )
-from exporter.config.models import InProcessCheckConfig
+from exporter.config.checks import InProcessCheckConfig
 from exporter.gpu.check import GpuCheck
 from exporter.gpu.torch_memory import TorchMemoryCheck
 

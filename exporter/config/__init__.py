@@ -10,21 +10,19 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from exporter.config.errors import ConfigError, Problem, problems_from
-from exporter.config.models import (
-    BreakerConfig,
+from exporter.config.base import default_data_dir, is_loopback, split_listen
+from exporter.config.checks import (
     CheckConfig,
-    Config,
     DiskCheckConfig,
     GpuCheckConfig,
     HostMemoryCheckConfig,
     PathCheckConfig,
-    ServerConfig,
     TorchCheckConfig,
-    default_data_dir,
-    is_loopback,
-    split_listen,
 )
+from exporter.config.errors import ConfigError, Problem, problems_from
+from exporter.config.interpolate import construct, interpolate
+from exporter.config.models import BreakerConfig, Config
+from exporter.config.server import ServerConfig
 
 __all__ = [
     "ENV_OVERRIDES",
@@ -102,11 +100,15 @@ def _duplicate_keys(node: yaml.Node | None, loc: str = "") -> list[Problem]:
 def parse_config(
     text: str, source: str | None = None, env: Mapping[str, str] | None = None
 ) -> Config:
-    """Validate YAML text; raise ConfigError listing every problem found."""
+    """Validate YAML text; raise ConfigError listing every problem found.
+
+    `${VAR}` and `${VAR:-default}` in values are taken from env (default: os.environ).
+    """
     env = os.environ if env is None else env
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        problems = _duplicate_keys(root) + interpolate(root, env)
+        data = construct(root)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -116,12 +118,15 @@ def parse_config(
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([Problem("", "the top level must be a mapping of keys", 1)], source)
-    problems = _duplicate_keys(root)
     origin = _apply_env(data, env)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems += problems_from(exc, data, root, Config, origin)
+        # A value whose reference could not be filled in is reported once, as such.
+        unfilled = {p.location for p in problems}
+        problems += [
+            p for p in problems_from(exc, data, root, Config, origin) if p.location not in unfilled
+        ]
     if problems:
         raise ConfigError(problems, source)
     return config

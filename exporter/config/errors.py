@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from exporter.config import models
+from exporter.config import checks
 from exporter.config.units import Located
 
 
@@ -95,16 +95,16 @@ def _line_of(root: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
 def _fields_at(model: type[BaseModel], loc: Sequence[str | int], data: Any) -> list[str]:
     """Known keys of the section an unknown key was found in, for "did you mean" hints."""
     if len(loc) >= 2 and loc[0] == "checks" and isinstance(loc[1], int):
-        checks = data.get("checks") if isinstance(data, Mapping) else None
-        entry = checks[loc[1]] if isinstance(checks, list) and loc[1] < len(checks) else None
+        entries = data.get("checks") if isinstance(data, Mapping) else None
+        entry = entries[loc[1]] if isinstance(entries, list) and loc[1] < len(entries) else None
         kind = entry.get("type") if isinstance(entry, Mapping) else None
         by_type: dict[str, type[BaseModel]] = {
-            "host_memory": models.HostMemoryCheckConfig,
-            "disk": models.DiskCheckConfig,
-            "path": models.PathCheckConfig,
-            "gpu": models.GpuCheckConfig,
-            "torch": models.TorchCheckConfig,
-            "in_process": models.InProcessCheckConfig,
+            "host_memory": checks.HostMemoryCheckConfig,
+            "disk": checks.DiskCheckConfig,
+            "path": checks.PathCheckConfig,
+            "gpu": checks.GpuCheckConfig,
+            "torch": checks.TorchCheckConfig,
+            "in_process": checks.InProcessCheckConfig,
         }
         return list(by_type[kind].model_fields) if kind in by_type else []
     current: type[BaseModel] | None = model

@@ -6,7 +6,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from exporter.config.models import CheckName, PositiveDuration, Strict
+from exporter.config.base import CheckName, PositiveDuration, Strict
 from exporter.config.units import Duration, Located
 
 FailureTypeName = Literal[
@@ -132,6 +132,11 @@ class RecoveryConfig(Strict):
         default=3, ge=1, description="consecutive failures that open an action's breaker"
     )
     action_breaker_wait: PositiveDuration = 600.0
+    interrupted: Literal["retry_once", "give_up"] = Field(
+        default="retry_once",
+        description="an episode whose rung was cut off by a crash or stop: verify and go on "
+        "with the next rung once (never re-running the cut-off rung), or end it for a person",
+    )
     actions: dict[ActionName, ActionConfig] = Field(default_factory=dict)
     failures: dict[FailureTypeName, FailureConfig] = Field(default_factory=dict)
 

@@ -1,4 +1,4 @@
-"""Secrets, authentication, TLS and webhook routing settings."""
+"""Where medic listens, and the secrets, authentication and TLS it serves with."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
-from exporter.config.models import Strict
-from exporter.config.recovery import FailureTypeName
-from exporter.config.units import ByteSize
+from exporter.config.base import DEFAULT_LISTEN, PositiveDuration, Strict, check_listen
 
 
 class SecretConfig(Strict):
@@ -32,7 +30,7 @@ class BasicAuthConfig(Strict):
 
 
 class AuthConfig(Strict):
-    """Credentials callers of the webhook and the recovery API must present."""
+    """Credentials: bearer token or basic auth, exactly one."""
 
     bearer_token: SecretConfig | None = None
     basic: BasicAuthConfig | None = None
@@ -52,26 +50,12 @@ class TlsConfig(Strict):
     client_ca_file: str | None = None
 
 
-def _check_matcher(value: str) -> str:
-    from exporter.webhook.matchers import parse_matcher  # noqa: PLC0415 - no import cycle
+class ServerConfig(Strict):
+    """Where medic listens."""
 
-    parse_matcher(value)
-    return value
-
-
-class RouteConfig(Strict):
-    """Alerts whose labels match every matcher become this failure type."""
-
-    matchers: list[Annotated[str, AfterValidator(_check_matcher)]] = Field(min_length=1)
-    failure_type: FailureTypeName
-
-
-class WebhookConfig(Strict):
-    """How Alertmanager notifications become failure events."""
-
-    routes: list[RouteConfig] = Field(default_factory=list)
-    failure_type_annotation: str | None = Field(
-        default=None,
-        description="an annotation that may pick the failure type among the configured ones",
+    listen: Annotated[str, AfterValidator(check_listen)] = DEFAULT_LISTEN
+    shutdown_grace: PositiveDuration = Field(
+        default=3.0, description="time in-flight responses get after SIGTERM"
     )
-    max_body_bytes: ByteSize = Field(default=1024 * 1024, ge=1024)
+    auth: AuthConfig | None = None
+    tls: TlsConfig | None = None

@@ -7,7 +7,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from exporter.config.server import WebhookConfig
+from exporter.config.webhook import WebhookConfig
 from exporter.recovery.engine import RecoveryEngine
 from exporter.recovery.types import FailureEvent
 from exporter.webhook.matchers import Matcher, matches_all, parse_matcher

@@ -1,0 +1,113 @@
+"""Health check sections: one model per check type, and the union the config holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from exporter.config.base import DEFAULT_CHECK_TIMEOUT, CheckName, PositiveDuration, Ratio, Strict
+from exporter.config.units import ByteSize, parse_duration
+
+
+class CheckBase(Strict):
+    """What every check has: a name, how often it runs and how long it may take."""
+
+    name: CheckName
+    interval: PositiveDuration = 15.0
+    timeout: PositiveDuration = DEFAULT_CHECK_TIMEOUT
+    enabled: bool = True
+    critical: bool = Field(
+        default=False, description="a failing critical check makes the host unhealthy"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_timeout(cls, data: Any) -> Any:
+        """An unset timeout is 5s, or the interval when that is shorter."""
+        if isinstance(data, dict) and "timeout" not in data and "interval" in data:
+            try:
+                interval = float(parse_duration(data["interval"]))
+            except (TypeError, ValueError):
+                return data  # the interval's own error is reported
+            if 0 < interval < DEFAULT_CHECK_TIMEOUT:
+                return {**data, "timeout": interval}
+        return data
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> CheckBase:
+        if self.timeout > self.interval:
+            raise ValueError(
+                f"timeout ({self.timeout:g}s) must not exceed interval ({self.interval:g}s)"
+            )
+        return self
+
+
+class HostMemoryCheckConfig(CheckBase):
+    """Host memory and swap from psutil; fails when available memory runs low."""
+
+    type: Literal["host_memory"]
+    min_available_ratio: Ratio = 0.05
+    min_available_bytes: ByteSize = Field(default=0, ge=0)
+
+
+class DiskCheckConfig(CheckBase):
+    """Size and free space of the filesystem holding `path`."""
+
+    type: Literal["disk"]
+    path: Path
+    min_avail_ratio: Ratio = 0.05
+    min_avail_bytes: ByteSize = Field(default=0, ge=0)
+
+
+class PathCheckConfig(CheckBase):
+    """A file or directory that must be there, e.g. model weights or a voices folder."""
+
+    type: Literal["path"]
+    path: Path
+    kind: Literal["file", "dir", "any"] = "any"
+    min_size: ByteSize = Field(default=0, ge=0, description="files only")
+    readable: bool = Field(default=True, description="open it (file) or list it (dir)")
+    non_empty: bool = Field(default=False, description="directories only: at least one entry")
+
+
+class GpuCheckConfig(CheckBase):
+    """Every GPU through NVML, read in a helper process that is abandoned if it hangs."""
+
+    type: Literal["gpu"]
+    expected: int = Field(default=0, ge=0, description="GPUs that should be visible; 0: any")
+    processes: bool = Field(default=False, description="export per-process GPU memory")
+    xid_events: bool = Field(default=True, description="count XID errors from NVML events")
+    max_memory_used_ratio: Ratio = Field(
+        default=1.0, description="fail when a GPU's used+reserved memory passes this ratio"
+    )
+    nvml_module: str = Field(
+        default="pynvml",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$",
+        description="module with nvidia-ml-py's API; exporter.gpu.fakenvml for demos",
+    )
+
+
+class InProcessCheckConfig(CheckBase):
+    """A check function the embedding app registers (medic.register_check); declared here
+    so that recovery ladders can verify with it."""
+
+    type: Literal["in_process"]
+
+
+class TorchCheckConfig(CheckBase):
+    """torch CUDA allocator memory, when medic is embedded in a process that uses CUDA."""
+
+    type: Literal["torch"]
+
+
+CheckConfig = Annotated[
+    HostMemoryCheckConfig
+    | DiskCheckConfig
+    | PathCheckConfig
+    | GpuCheckConfig
+    | TorchCheckConfig
+    | InProcessCheckConfig,
+    Field(discriminator="type"),
+]
