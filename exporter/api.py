@@ -12,8 +12,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from exporter.app import Medic
 from exporter.config import is_loopback
 from exporter.config.units import parse_duration
+from exporter.recovery.engine import Submission
 from exporter.recovery.types import FailureEvent, Outcome
 from exporter.webhook.auth import Authenticator
+
+REFUSED = ("queue_full", "journal_down", "stopped")
+
+
+def committed(submission: Submission, timeout: float) -> bool:
+    """Whether the submission's claim is in the journal (waits up to timeout)."""
+    if submission.persisted is None:
+        return True
+    try:
+        return submission.persisted.result(timeout=timeout)
+    except TimeoutError:
+        return False
 
 
 class FailureReport(BaseModel):
@@ -106,12 +119,12 @@ def recovery_router(medic: Medic, authenticator: Authenticator | None = None) ->
             body.failure_type, "api", body.labels, dedup_key=body.dedup_key, detail=body.detail
         )
         submission = medic.recovery.submit(event)
-        if submission.persisted is not None:
-            submission.persisted.result(timeout=5)  # committed before the answer
         if submission.result == "unknown_failure_type":
             raise HTTPException(400, submission.detail)
-        if submission.result in ("queue_full", "stopped"):
-            raise HTTPException(503, submission.detail)
+        if submission.result in REFUSED:
+            raise HTTPException(503, submission.detail, headers={"Retry-After": "10"})
+        if not committed(submission, timeout=5):  # accepted only once the journal holds it
+            raise HTTPException(503, "the journal is not committing", {"Retry-After": "10"})
         return {"result": submission.result, "detail": submission.detail}
 
     return router

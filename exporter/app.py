@@ -50,6 +50,7 @@ from exporter.resilience import (
 from exporter.scheduler import CheckScheduler
 from exporter.storage.sqlite import DB_FILE, Database
 from exporter.version import __version__
+from exporter.webhook.identity import Identity
 from exporter.webhook.intake import Intake
 from exporter.webhook.route import WebhookStats
 
@@ -57,6 +58,9 @@ if TYPE_CHECKING:
     from exporter.server import BackgroundServer
 
 log = logging.getLogger(__name__)
+
+RUNS_DIR = "runs"
+"""Under the data directory: files of the commands recovery runs (see recovery/launch.py)."""
 
 
 def as_config(config: Config | Mapping[str, Any] | str | Path | None) -> Config:
@@ -135,12 +139,16 @@ class Medic:
             clock=self.clock,
             actions=self.actions,
             events=self.events,
+            # Commands' witness, status and output files: beside the journal that refers to
+            # them (a private temporary directory when there is no journal).
+            runs=config.data_dir / RUNS_DIR if self.db is not None else None,
         )
         self.registry.register(RecoveryCollector(self.recovery))
         # Polled, not pushed: under an alert flood a re-render per event would cost more
         # CPU than the events themselves and stall scrapes.
         self.render_loop.watch(lambda: self.recovery.version)
-        self.intake = Intake(config.webhook, self.recovery)
+        self.identity = Identity.from_config(config.identity)
+        self.intake = Intake(config.webhook, self.recovery, self.identity)
         self.webhook_stats = WebhookStats()
         webhook = WebhookCollector(self.intake, self.webhook_stats)
         self.registry.register(webhook)

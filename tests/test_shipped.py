@@ -8,6 +8,7 @@ import yaml
 
 from exporter.config import load_config
 from exporter.recovery.engine import RecoveryEngine
+from exporter.webhook.identity import Identity
 from exporter.webhook.intake import Intake
 from exporter.webhook.models import Alert
 
@@ -31,7 +32,7 @@ def test_every_remediated_rule_is_routed_by_the_example_config(tmp_path: Path) -
     config = load_config(ROOT / "deploy" / "medic.yml", env={"MEDIC_DATA_DIR": str(tmp_path)})
     engine = RecoveryEngine.__new__(RecoveryEngine)
     engine.config = config.recovery  # routing only needs the configured failure types
-    intake = Intake(config.webhook, engine)
+    intake = Intake(config.webhook, engine, Identity())
     routed = 0
     for rule in rules():
         labels = dict(rule["labels"])  # type: ignore[call-overload]

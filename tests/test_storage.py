@@ -68,3 +68,44 @@ def test_a_failed_batch_resolves_false_and_marks_the_database_unhealthy(tmp_path
     assert not db.healthy  # sticky: the file has a hole in its history
     assert db.query("SELECT n FROM t ORDER BY n") == [(1,), (2,)]
     db.close()
+
+
+def test_a_group_is_never_split_across_transactions(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(storage, "MAX_BATCH", 4)
+    monkeypatch.setattr(storage, "LINGER", 0.05)  # let the whole burst queue up first
+    db = Database(tmp_path / "medic.db")
+    db.script("CREATE TABLE t (n INTEGER NOT NULL)")
+    for n in range(3):  # the group below starts at the 4th statement: a chunk boundary
+        db.write("INSERT INTO t VALUES (?)", (n,))
+    insert = "INSERT INTO t VALUES (?)"
+    group = db.write_group([(insert, (10,)), (insert, (11,)), (insert, (None,))])
+    assert group.result(timeout=5) is False  # its third statement fails ...
+    values = [n for (n,) in db.query("SELECT n FROM t ORDER BY n")]
+    assert 10 not in values and 11 not in values  # ... and takes the other two with it
+    db.close()
+
+
+def test_a_cancelled_waiter_leaves_the_shared_batch_future_and_the_writer_alone(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # asyncio.wrap_future passes a waiter's cancellation on to the source future; the
+    # batch's future is shared, so that used to kill the writer thread for every write.
+    import asyncio
+
+    monkeypatch.setattr(storage, "LINGER", 0.2)  # the write is still queued when we cancel
+    db = Database(tmp_path / "medic.db")
+    db.script("CREATE TABLE t (n INTEGER)")
+    future = db.write("INSERT INTO t VALUES (?)", (1,))
+    assert future.cancel() is False  # nobody can cancel a batch's future
+
+    async def wait_and_cancel() -> None:
+        waiter = asyncio.ensure_future(asyncio.wrap_future(future))
+        await asyncio.sleep(0)
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        assert await storage.committed(future, timeout=5) is True
+
+    asyncio.run(wait_and_cancel())
+    assert db.write("INSERT INTO t VALUES (?)", (2,)).result(timeout=5) is True
+    assert db.query("SELECT n FROM t ORDER BY n") == [(1,), (2,)]
+    db.close()

@@ -12,7 +12,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from exporter.recovery.engine import DURATION_BUCKETS, RecoveryEngine
+from exporter.recovery.accounting import DURATION_BUCKETS
+from exporter.recovery.engine import RecoveryEngine
 
 
 class RecoveryCollector(Collector):
@@ -59,8 +60,18 @@ class RecoveryCollector(Collector):
             cooldown.add_metric([failure_type], until)
         yield cooldown
         yield GaugeMetricFamily(
-            "medic_recovery_queue_length", "Events waiting for a worker.", value=snap["queue"]
+            "medic_recovery_queue_length",
+            "Accepted episodes whose ladder has not started.",
+            value=snap["queue"],
         )
+        resumed = CounterMetricFamily(
+            "medic_recovery_resumed_episodes",
+            "Open episodes a start found in the journal, by what it did with them.",
+            labels=["how"],
+        )
+        for how, count in sorted(snap["resumed"].items()):
+            resumed.add_metric([how], count)
+        yield resumed
         events = CounterMetricFamily(
             "medic_recovery_events", "Failure events submitted, by what became of them.",
             labels=["result"],

@@ -1,7 +1,9 @@
-"""Recovery actions: in-process callables, HTTP calls, commands, signals, and built-ins.
+"""Recovery actions medic runs in its own process: the protocol every action follows, the
+embedding app's callables, and the built-ins. Commands, HTTP calls and signals, which act
+on other processes, are in exporter.recovery.external.
 
-Every action is idempotent from medic's side (it may run again on the next alert), honours
-dry-run by describing instead of doing, and never passes alert content to a shell.
+Every action honours dry-run by describing instead of doing, and never passes alert content
+to a shell.
 """
 
 from __future__ import annotations
@@ -10,38 +12,45 @@ import asyncio
 import contextlib
 import gc
 import inspect
-import json
 import logging
-import os
-import re
-import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, overload
 
-from exporter.config.recovery import (
-    CommandActionConfig,
-    HttpActionConfig,
-    SignalActionConfig,
-)
+from exporter.recovery.episode import Launch
 from exporter.recovery.types import ActionResult, FailureEvent
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-OUTPUT_TAIL = 400
+
+async def _recorded(_: Launch) -> bool:
+    return True
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
 class ActionContext:
-    """What an action may know about the failure it is handling."""
+    """What an action may know about the failure it is handling, and what the engine lends
+    it: where a command leaves its files, how it records its process before it runs, and
+    whether medic is stopping (a command is then left running for the next medic)."""
 
     event: FailureEvent
     params: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
+    attempt_id: int = 0
+    episode: str = ""
+    """The episode's dedup key, or `episode-<id>` for a one-off report."""
+    runs: Path | None = None
+    record_launch: Callable[[Launch], Awaitable[bool]] = _recorded
+    stopping: Callable[[], bool] = _never
 
 
 class Action(Protocol):
@@ -159,129 +168,6 @@ class SystemHealthCheck:
         if failing:
             return ActionResult(False, f"failing: {', '.join(failing)}")
         return ActionResult(True, f"{len(results)} checks pass")
-
-
-_LABEL_NAME = re.compile(r"[^A-Z0-9_]")
-
-
-def label_environment(labels: dict[str, str], base: dict[str, str]) -> dict[str, str]:
-    """base plus MEDIC_LABEL_<NAME>=value per label; names sanitised, existing keys kept."""
-    env = dict(base)
-    for key, value in labels.items():
-        name = "MEDIC_LABEL_" + _LABEL_NAME.sub("_", key.upper())[:64]
-        if name not in env and "\0" not in value:
-            env[name] = value[:4096]
-    return env
-
-
-class CommandAction:
-    """A configured argv, run without a shell; killed (its whole group) on timeout."""
-
-    def __init__(self, name: str, config: CommandActionConfig) -> None:
-        self.name = name
-        self._argv = list(config.argv)
-        self._cwd = config.cwd
-
-    async def run(self, ctx: ActionContext) -> ActionResult:
-        """Succeeds on exit status 0; the output's tail goes into the detail."""
-        if ctx.dry_run:
-            return ActionResult(True, f"would run {self._argv}")
-        env = label_environment(ctx.event.labels, dict(os.environ))
-        env.setdefault("MEDIC_FAILURE_TYPE", ctx.event.failure_type)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self._argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=env,
-                cwd=self._cwd,
-                start_new_session=True,  # its own process group, so a timeout kills it all
-            )
-        except OSError as exc:
-            return ActionResult(False, f"cannot run {self._argv[0]}: {exc.strerror or exc}")
-        try:
-            output, _ = await proc.communicate()
-        except asyncio.CancelledError:
-            _kill_group(proc.pid)
-            raise
-        text = output.decode(errors="replace").strip()[-OUTPUT_TAIL:]
-        if proc.returncode == 0:
-            return ActionResult(True, text)
-        return ActionResult(False, f"exit status {proc.returncode}: {text}".rstrip(": "))
-
-
-def _kill_group(pid: int) -> None:
-    """SIGKILL the command's process group; its zombie is reaped by asyncio's child watcher."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-class HttpAction:
-    """A request to a configured URL; the body carries only a closed set of alert fields."""
-
-    def __init__(self, name: str, config: HttpActionConfig) -> None:
-        self.name = name
-        self._config = config
-
-    async def run(self, ctx: ActionContext) -> ActionResult:
-        """Succeeds on a 2xx answer."""
-        import httpx  # noqa: PLC0415 - only processes with http actions pay for it
-
-        config = self._config
-        if ctx.dry_run:
-            return ActionResult(True, f"would {config.method} {config.url}")
-        event = ctx.event
-        fields: dict[str, Any] = {
-            "failure_type": event.failure_type,
-            "source": event.source,
-            "dedup_key": event.dedup_key,
-            "fingerprint": event.fingerprint,
-            "starts_at": event.starts_at,
-            "labels": dict(event.labels),
-        }
-        body = {key: fields[key] for key in config.body_fields}
-        content = json.dumps(body).encode() if config.body_fields else None
-        headers = dict(config.headers)
-        if content is not None:
-            headers.setdefault("Content-Type", "application/json")
-        try:
-            async with httpx.AsyncClient(follow_redirects=False) as client:
-                response = await client.request(
-                    config.method, config.url, content=content, headers=headers
-                )
-        except httpx.HTTPError as exc:
-            return ActionResult(False, f"{type(exc).__name__}: {exc}")
-        text = response.text[:OUTPUT_TAIL]
-        if 200 <= response.status_code < 300:
-            return ActionResult(True, f"{response.status_code} {text}".strip())
-        return ActionResult(False, f"HTTP {response.status_code}: {text}".strip())
-
-
-class SignalAction:
-    """Send a configured signal to the pid written in a pidfile."""
-
-    def __init__(self, name: str, config: SignalActionConfig) -> None:
-        self.name = name
-        self._pidfile = config.pidfile
-        self._signal = signal.Signals[config.signal]
-
-    async def run(self, ctx: ActionContext) -> ActionResult:
-        """Succeeds when the process existed and received the signal."""
-        try:
-            with open(self._pidfile, encoding="ascii") as handle:
-                pid = int(handle.read().strip())
-        except (OSError, ValueError) as exc:
-            return ActionResult(False, f"cannot read a pid from {self._pidfile}: {exc}")
-        if pid <= 1 or pid == os.getpid():
-            return ActionResult(False, f"refusing to signal pid {pid}")
-        if ctx.dry_run:
-            return ActionResult(True, f"would send {self._signal.name} to {pid}")
-        try:
-            os.kill(pid, self._signal)
-        except (ProcessLookupError, PermissionError) as exc:
-            return ActionResult(False, f"{self._signal.name} to {pid}: {exc.strerror or exc}")
-        return ActionResult(True, f"sent {self._signal.name} to {pid}")
 
 
 class ActionRegistry:

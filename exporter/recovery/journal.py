@@ -1,8 +1,11 @@
-"""The recovery journal: attempts, handled episodes and cooldowns, in medic's SQLite file.
+"""The recovery journal: episodes, attempts and cooldowns, in medic's SQLite file.
 
-Writes are queued to the database's writer thread (group commit), so recording never blocks
-the engine. An in-memory mirror of recent attempts, episodes and cooldowns keeps the engine
-correct and the history queryable when the disk refuses writes.
+Every change of an episode's lifecycle is one write group (see Database.write_group): the
+episode's row and the attempt it starts or ends commit together or not at all, so after a
+crash the file never says "rung 2 started" without saying which attempt. Writes return the
+future of their commit; the engine waits on it where the guarantees need it (an action
+starts only once its start is committed). An in-memory mirror of recent attempts and of
+cooldowns keeps history readable and the engine going when the disk refuses writes.
 """
 
 from __future__ import annotations
@@ -18,53 +21,20 @@ from typing import Any
 from pydantic_core import to_json
 
 from exporter.clock import Clock
-from exporter.recovery.types import FailureEvent, Outcome, RecoveryAttempt
-from exporter.storage.sqlite import Database
+from exporter.recovery import history, schema
+from exporter.recovery.episode import Episode, Launch
+from exporter.recovery.history import COLUMNS, attempt_from_row
+from exporter.recovery.types import OPEN_STATES, FailureEvent, Outcome, RecoveryAttempt
+from exporter.storage.sqlite import Database, Statement
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS recovery_attempts (
-    id           INTEGER PRIMARY KEY,
-    failure_type TEXT NOT NULL,
-    action       TEXT NOT NULL,
-    source       TEXT NOT NULL,
-    fingerprint  TEXT,
-    starts_at    TEXT,
-    dedup_key    TEXT,
-    started      REAL NOT NULL,
-    ended        REAL,
-    outcome      TEXT NOT NULL,
-    detail       TEXT NOT NULL DEFAULT '',
-    dry_run      INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS recovery_attempts_started ON recovery_attempts (started);
-CREATE TABLE IF NOT EXISTS recovery_episodes (
-    dedup_key TEXT PRIMARY KEY,
-    state     TEXT NOT NULL,
-    seen      REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS recovery_inbox (
-    id           INTEGER PRIMARY KEY,
-    failure_type TEXT NOT NULL,
-    source       TEXT NOT NULL,
-    labels       TEXT NOT NULL,
-    dedup_key    TEXT,
-    fingerprint  TEXT,
-    starts_at    TEXT,
-    detail       TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS recovery_cooldowns (
-    failure_type TEXT PRIMARY KEY,
-    until        REAL NOT NULL,
-    consecutive  INTEGER NOT NULL
-);
-"""
-COLUMNS = (
-    "id, failure_type, action, source, fingerprint, starts_at, dedup_key, started, ended, "
-    "outcome, detail, dry_run"
+EPISODE_COLUMNS = (
+    "id, dedup_key, failure_type, source, labels, fingerprint, starts_at, detail, state, rung, "
+    "attempt_id, resolved, interruptions, received"
 )
 MEMORY_ATTEMPTS = 5000
+_OPEN = "(" + ", ".join(f"'{state}'" for state in sorted(OPEN_STATES)) + ")"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,99 +45,322 @@ class Cooldown:
     consecutive: int
 
 
-def _attempt(row: tuple[Any, ...]) -> RecoveryAttempt:
-    (id_, failure_type, action, source, fingerprint, starts_at, dedup_key, started, ended,
-     outcome, detail, dry_run) = row  # fmt: skip
-    try:
-        state = Outcome(outcome)
-    except ValueError:
-        state = Outcome.FAILED
-    return RecoveryAttempt(
-        id=id_, failure_type=failure_type, action=action, source=source, started=started,
-        outcome=state, ended=ended, detail=detail, dry_run=bool(dry_run),
-        fingerprint=fingerprint, starts_at=starts_at, dedup_key=dedup_key,
-    )  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What a start-up finds in the journal."""
+
+    episodes: list[Episode]
+    """Open episodes, oldest first; a running one carries its in-flight attempt."""
+    closed: dict[str, str]
+    """Dedup key -> final state of every closed episode kept."""
+    stray: int
+    """Running attempts of the first journal layout, now closed as interrupted."""
 
 
 class Journal:
-    """Records attempts; remembers handled episodes and cooldowns across restarts."""
+    """Persists episodes, attempts and cooldowns; reads history back."""
 
     def __init__(self, db: Database | None, clock: Clock) -> None:
-        self._db = db
+        self.db = db
         self._clock = clock
         self._lock = threading.Lock()
         self._recent: deque[RecoveryAttempt] = deque(maxlen=MEMORY_ATTEMPTS)
-        self._episodes: dict[str, str] = {}
         self._cooldowns: dict[str, Cooldown] = {}
-        self._next_id = 1
-        self._next_inbox = 1
+        self._next_attempt = 1
+        self._next_episode = 1
         if db is not None:
-            db.script(SCHEMA)
+            schema.ensure(db, clock.time())
+
+    @property
+    def durable(self) -> bool:
+        """Whether there is a database at all (else everything lives in memory)."""
+        return self.db is not None
 
     @property
     def healthy(self) -> bool:
         """False when there is no database or its last write failed."""
-        return self._db is not None and self._db.healthy
+        return self.db is not None and self.db.healthy
 
     # --- start-up -----------------------------------------------------------------------
-    def open(self) -> int:
-        """Mark attempts left running by a dead process interrupted; load state. Returns how
-        many were interrupted."""
-        if self._db is None:
-            return 0
-        now = self._clock.time()
-        rows = self._db.query("SELECT COALESCE(MAX(id), 0) FROM recovery_attempts")
-        self._next_id = int(rows[0][0]) + 1
-        rows = self._db.query("SELECT COALESCE(MAX(id), 0) FROM recovery_inbox")
-        self._next_inbox = int(rows[0][0]) + 1
-        running = self._db.query(
-            "SELECT COUNT(*) FROM recovery_attempts WHERE outcome = ?", (Outcome.RUNNING.value,)
-        )[0][0]
-        if running:
-            self._db.write(
-                "UPDATE recovery_attempts SET outcome = ?, ended = ?, "
-                "detail = 'medic stopped while this action ran' WHERE outcome = ?",
-                (Outcome.INTERRUPTED.value, now, Outcome.RUNNING.value),
+    def open(self) -> Opened:
+        """Load open episodes (with their in-flight attempts), closed keys, cooldowns and
+        recent attempts."""
+        db = self.db
+        if db is None:
+            return Opened([], {}, 0)
+        for table in ("recovery_attempts", "recovery_episodes"):
+            top = int(db.query(f"SELECT COALESCE(MAX(id), 0) FROM {table}")[0][0])  # noqa: S608
+            if table == "recovery_attempts":
+                self._next_attempt = top + 1
+            else:
+                self._next_episode = top + 1
+        # Only the first journal layout can leave a running attempt that no open episode
+        # owns (every later change is one group with its episode): close those.
+        unowned = (
+            "outcome = 'running' AND id NOT IN (SELECT attempt_id FROM recovery_episodes "  # noqa: S608
+            f"WHERE state IN {_OPEN} AND attempt_id IS NOT NULL)"
+        )
+        stray = db.query(f"SELECT COUNT(*) FROM recovery_attempts WHERE {unowned}")[0][0]  # noqa: S608
+        if stray:
+            db.write(
+                "UPDATE recovery_attempts SET outcome = 'interrupted', ended = ?, "  # noqa: S608
+                f"detail = 'medic stopped while this action ran' WHERE {unowned}",
+                (self._clock.time(),),
             )
-            self._db.flush()
-            log.warning("%d recovery attempts were interrupted by the last shutdown", running)
-        for key, state in self._db.query("SELECT dedup_key, state FROM recovery_episodes"):
-            self._episodes[key] = state
-        for failure_type, until, consecutive in self._db.query(
+            db.flush()
+        episodes = [self._episode(row) for row in db.query(
+            f"SELECT {EPISODE_COLUMNS} FROM recovery_episodes WHERE state IN {_OPEN} ORDER BY id"  # noqa: S608
+        )]  # fmt: skip
+        closed = dict(db.query(
+            "SELECT dedup_key, CASE WHEN resolved THEN 'resolved' ELSE state END "  # noqa: S608
+            f"FROM recovery_episodes WHERE dedup_key IS NOT NULL AND state NOT IN {_OPEN}"
+        ))  # fmt: skip
+        for failure_type, until, consecutive in db.query(
             "SELECT failure_type, until, consecutive FROM recovery_cooldowns"
         ):
             self._cooldowns[failure_type] = Cooldown(float(until), int(consecutive))
-        recent = self._db.query(
+        recent = db.query(
             f"SELECT {COLUMNS} FROM recovery_attempts ORDER BY id DESC LIMIT ?",  # noqa: S608
             (MEMORY_ATTEMPTS,),
         )
-        self._recent.extend(_attempt(row) for row in reversed(recent))
-        return int(running)
+        self._recent.extend(attempt_from_row(row) for row in reversed(recent))
+        return Opened(episodes, closed, int(stray))
 
-    # --- attempts -----------------------------------------------------------------------
-    def begin(self, attempt: RecoveryAttempt) -> RecoveryAttempt:
-        """Record an attempt (running or already final); assigns its id."""
+    def _episode(self, row: tuple[Any, ...]) -> Episode:
+        (id_, key, failure_type, source, labels, fingerprint, starts_at, detail, state, rung,
+         attempt_id, resolved, interruptions, received) = row  # fmt: skip
+        event = FailureEvent(
+            failure_type, source, json.loads(labels), dedup_key=key, fingerprint=fingerprint,
+            starts_at=starts_at, detail=detail,
+        )  # fmt: skip
+        episode = Episode(int(id_), event, float(received), state, int(rung), bool(resolved),
+                          int(interruptions), started=state != "queued")  # fmt: skip
+        if attempt_id is not None and self.db is not None:
+            found = self.db.query(
+                f"SELECT {COLUMNS}, pid, pid_start, boot_id FROM recovery_attempts WHERE id = ?",  # noqa: S608
+                (attempt_id,),
+            )
+            if found:
+                *columns, pid, pid_start, boot_id = found[0]
+                episode.attempt = attempt_from_row(tuple(columns))
+                if pid is not None:
+                    episode.launch = Launch(int(pid), int(pid_start), str(boot_id))
+        return episode
+
+    # --- identifiers --------------------------------------------------------------------
+    def episode_id(self) -> int:
+        """A new episode's id (ids only grow, in arrival order)."""
         with self._lock:
-            attempt.id = self._next_id
-            self._next_id += 1
-            self._recent.append(attempt)
-        if self._db is not None:
-            self._db.write(
-                f"INSERT INTO recovery_attempts ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
-                (attempt.id, attempt.failure_type, attempt.action, attempt.source,
-                 attempt.fingerprint, attempt.starts_at, attempt.dedup_key, attempt.started,
-                 attempt.ended, attempt.outcome.value, attempt.detail, int(attempt.dry_run)),
-            )  # fmt: skip
+            value, self._next_episode = self._next_episode, self._next_episode + 1
+        return value
+
+    def _attempt_id(self) -> int:
+        with self._lock:
+            value, self._next_attempt = self._next_attempt, self._next_attempt + 1
+        return value
+
+    # --- episode lifecycle (each method is one atomic write group) ------------------------
+    def _group(self, statements: list[Statement]) -> Future[bool] | None:
+        return None if self.db is None else self.db.write_group(statements)
+
+    def add_episode(self, episode: Episode) -> Future[bool] | None:
+        """The claim: a queued episode."""
+        event, now = episode.event, self._clock.time()
+        return self._group([(
+            f"INSERT INTO recovery_episodes ({EPISODE_COLUMNS}, updated) "  # noqa: S608
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (episode.id, event.dedup_key, event.failure_type, event.source,
+             to_json(event.labels).decode(), event.fingerprint, event.starts_at, event.detail,
+             episode.state, episode.rung, None, int(episode.resolved), 0, episode.received, now),
+        )])  # fmt: skip
+
+    def tombstone(self, key: str) -> Future[bool] | None:
+        """A resolved alert for an episode never seen firing: a later firing is ignored."""
+        now = self._clock.time()
+        return self._group([(
+            "INSERT OR IGNORE INTO recovery_episodes (id, dedup_key, failure_type, source, "
+            "state, received, updated) VALUES (?, ?, '', 'alert', 'resolved', ?, ?)",
+            (self.episode_id(), key, now, now),
+        )])  # fmt: skip
+
+    def mark_resolved(self, episode: Episode) -> Future[bool] | None:
+        """The episode's alert resolved (its next rung will not start)."""
+        return self._group([(
+            "UPDATE recovery_episodes SET resolved = 1, updated = ? WHERE id = ?",
+            (self._clock.time(), episode.id),
+        )])  # fmt: skip
+
+    def mark_resolved_key(self, key: str) -> Future[bool] | None:
+        """A closed episode's alert resolved: a late firing of it is ignored."""
+        return self._group([(
+            "UPDATE recovery_episodes SET resolved = 1, updated = ? WHERE dedup_key = ?",
+            (self._clock.time(), key),
+        )])  # fmt: skip
+
+    def start_rung(self, episode: Episode, attempt: RecoveryAttempt) -> Future[bool] | None:
+        """Rung `attempt.rung` starts: the episode runs it, the attempt is recorded. (Call
+        remember() once it committed: a start that failed to commit is written again.)"""
+        return self._group([
+            self._insert(attempt),
+            ("UPDATE recovery_episodes SET state = 'running', rung = ?, attempt_id = ?, "
+             "interruptions = ?, updated = ? WHERE id = ?",
+             (attempt.rung, attempt.id, episode.interruptions, attempt.started, episode.id)),
+        ])  # fmt: skip
+
+    def record_launch(self, attempt: RecoveryAttempt, launch: Launch) -> Future[bool] | None:
+        """A command's process exists (still held at its gate): who it is."""
+        return self._group([(
+            "UPDATE recovery_attempts SET pid = ?, pid_start = ?, boot_id = ? WHERE id = ?",
+            (launch.pid, launch.start, launch.boot_id, attempt.id),
+        )])  # fmt: skip
+
+    def end_rung(
+        self, episode: Episode, attempt: RecoveryAttempt, outcome: Outcome, detail: str
+    ) -> Future[bool] | None:
+        """The rung in flight ended without ending the ladder: the next one is due."""
+        self._close(attempt, outcome, detail)
+        return self._group([
+            self._update(attempt),
+            ("UPDATE recovery_episodes SET rung = ?, attempt_id = NULL, interruptions = ?, "
+             "updated = ? WHERE id = ?",
+             (episode.rung, episode.interruptions, attempt.ended, episode.id)),
+        ])  # fmt: skip
+
+    def skip_rung(self, episode: Episode, attempt: RecoveryAttempt) -> Future[bool] | None:
+        """A rung a gate skipped (already final) and the ladder goes on."""
+        self._remember(attempt)
+        return self._group([
+            self._insert(attempt),
+            ("UPDATE recovery_episodes SET state = 'running', rung = ?, updated = ? WHERE id = ?",
+             (episode.rung, attempt.started, episode.id)),
+        ])  # fmt: skip
+
+    def end_episode(
+        self,
+        episode: Episode,
+        reason: str,
+        *,
+        closing: tuple[RecoveryAttempt, Outcome, str] | None = None,
+        record: RecoveryAttempt | None = None,
+        cooldown: Cooldown | None = None,
+    ) -> Future[bool] | None:
+        """The episode reaches its final state (episode.state), with the in-flight attempt
+        closed, a final record added (skip, exhausted, ...) and a cooldown set, as given."""
+        now = self._clock.time()
+        statements: list[Statement] = []
+        if closing is not None:
+            attempt, outcome, detail = closing
+            self._close(attempt, outcome, detail)
+            statements.append(self._update(attempt))
+        if record is not None:
+            self._remember(record)
+            statements.append(self._insert(record))
+        if cooldown is not None:
+            statements.append(self._cooldown(episode.failure_type, cooldown))
+        statements.append((
+            "UPDATE recovery_episodes SET state = ?, reason = ?, attempt_id = NULL, "
+            "interruptions = ?, updated = ? WHERE id = ?",
+            (episode.state, reason[:2000], episode.interruptions, now, episode.id),
+        ))  # fmt: skip
+        return self._group(statements)
+
+    def interrupt(self, attempt: RecoveryAttempt, detail: str) -> Future[bool] | None:
+        """The rung in flight was cut off (medic stops): closed as interrupted, still the
+        episode's attempt in flight, so the next start applies the interrupted policy."""
+        self._close(attempt, Outcome.INTERRUPTED, detail)
+        return self._group([self._update(attempt)])
+
+    def record(self, attempt: RecoveryAttempt) -> Future[bool] | None:
+        """A final record outside any episode's lifecycle (a duplicate arrival)."""
+        self._remember(attempt)
+        return self._group([self._insert(attempt)])
+
+    def new_attempt(self, attempt: RecoveryAttempt) -> RecoveryAttempt:
+        """Give an attempt its id."""
+        attempt.id = self._attempt_id()
         return attempt
 
-    def finish(self, attempt: RecoveryAttempt, outcome: Outcome, detail: str = "") -> None:
-        """Close a running attempt."""
-        attempt.outcome, attempt.ended, attempt.detail = outcome, self._clock.time(), detail
-        if self._db is not None:
-            self._db.write(
-                "UPDATE recovery_attempts SET outcome = ?, ended = ?, detail = ? WHERE id = ?",
-                (outcome.value, attempt.ended, detail, attempt.id),
-            )
+    def remember(self, attempt: RecoveryAttempt) -> None:
+        """Mirror an attempt in memory (history while the file cannot be read)."""
+        with self._lock:
+            self._recent.append(attempt)
+
+    # --- statements -----------------------------------------------------------------------
+    def _remember(self, attempt: RecoveryAttempt) -> None:
+        if not attempt.id:
+            attempt.id = self._attempt_id()
+        self.remember(attempt)
+
+    def _close(self, attempt: RecoveryAttempt, outcome: Outcome, detail: str) -> None:
+        attempt.outcome, attempt.ended, attempt.detail = outcome, self._clock.time(), detail[:2000]
+
+    @staticmethod
+    def _insert(a: RecoveryAttempt) -> Statement:
+        return (
+            f"INSERT INTO recovery_attempts ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+            (a.id, a.failure_type, a.action, a.source, a.fingerprint, a.starts_at, a.dedup_key,
+             a.started, a.ended, a.outcome.value, a.detail, int(a.dry_run), a.episode_id,
+             a.rung),
+        )  # fmt: skip
+
+    @staticmethod
+    def _update(a: RecoveryAttempt) -> Statement:
+        return (
+            "UPDATE recovery_attempts SET outcome = ?, ended = ?, detail = ? WHERE id = ?",
+            (a.outcome.value, a.ended, a.detail, a.id),
+        )
+
+    def _cooldown(self, failure_type: str, cooldown: Cooldown) -> Statement:
+        with self._lock:
+            self._cooldowns[failure_type] = cooldown
+        return (
+            "INSERT INTO recovery_cooldowns (failure_type, until, consecutive) VALUES (?, ?, ?) "
+            "ON CONFLICT(failure_type) DO UPDATE SET until = excluded.until, "
+            "consecutive = excluded.consecutive",
+            (failure_type, cooldown.until, cooldown.consecutive),
+        )
+
+    # --- cooldowns ----------------------------------------------------------------------
+    def cooldown(self, failure_type: str) -> Cooldown | None:
+        """The failure type's cooldown, if one was ever set."""
+        with self._lock:
+            return self._cooldowns.get(failure_type)
+
+    def cooldowns(self) -> dict[str, Cooldown]:
+        """Every failure type's cooldown."""
+        with self._lock:
+            return dict(self._cooldowns)
+
+    # --- maintenance --------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget cooldowns and closed episodes (history and open episodes stay)."""
+        with self._lock:
+            self._cooldowns.clear()
+        if self.db is not None:
+            self.db.write("DELETE FROM recovery_cooldowns")
+            self.db.write(f"DELETE FROM recovery_episodes WHERE state NOT IN {_OPEN}")  # noqa: S608
+
+    def prune(self, max_age: float, max_count: int) -> None:
+        """Drop attempts and closed episodes older than max_age, attempts beyond max_count."""
+        if self.db is None:
+            return
+        horizon = self._clock.time() - max_age
+        self.db.write("DELETE FROM recovery_attempts WHERE started < ?", (horizon,))
+        self.db.write(
+            "DELETE FROM recovery_attempts WHERE id <= "
+            "(SELECT id FROM recovery_attempts ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (max_count,),
+        )
+        self.db.write(
+            f"DELETE FROM recovery_episodes WHERE updated < ? AND state NOT IN {_OPEN}",  # noqa: S608
+            (horizon,),
+        )
+
+    # --- history ------------------------------------------------------------------------
+    def recent(self) -> list[RecoveryAttempt]:
+        """The in-memory mirror of recent attempts, oldest first."""
+        with self._lock:
+            return list(self._recent)
 
     def attempts(
         self,
@@ -180,167 +373,11 @@ class Journal:
     ) -> tuple[list[RecoveryAttempt], int]:
         """Newest first, filtered, paginated; (page, total matching). Blocking: call it from
         a thread, not the event loop."""
-        if self._db is None or not self._db.healthy:
-            return self._attempts_in_memory(failure_type, outcome, since, limit, offset)
-        self._db.flush(timeout=2.0)
-        # Only constant column names are formatted into SQL; every value is a bound parameter.
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (("failure_type", failure_type), ("outcome", outcome)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if since is not None:
-            where.append("started >= ?")
-            params.append(since)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        count_sql = f"SELECT COUNT(*) FROM recovery_attempts{clause}"  # noqa: S608
-        total = self._db.query(count_sql, params)[0][0]
-        rows = self._db.query(
-            f"SELECT {COLUMNS} FROM recovery_attempts{clause} "  # noqa: S608
-            "ORDER BY id DESC LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        )
-        return [_attempt(row) for row in rows], int(total)
-
-    def _attempts_in_memory(
-        self, failure_type: str | None, outcome: str | None, since: float | None,
-        limit: int, offset: int,
-    ) -> tuple[list[RecoveryAttempt], int]:  # fmt: skip
-        with self._lock:
-            matching = [
-                a for a in reversed(self._recent)
-                if (failure_type is None or a.failure_type == failure_type)
-                and (outcome is None or a.outcome.value == outcome)
-                and (since is None or a.started >= since)
-            ]  # fmt: skip
-        return matching[offset : offset + limit], len(matching)
+        return history.attempts(
+            self.db, self.recent(), failure_type=failure_type, outcome=outcome, since=since,
+            limit=limit, offset=offset,
+        )  # fmt: skip
 
     def stats(self) -> list[dict[str, Any]]:
         """Per failure type and action: attempts, successes, failures, last attempt."""
-        query = (
-            "SELECT failure_type, action, COUNT(*), "
-            "SUM(outcome = 'succeeded'), "
-            "SUM(outcome IN ('failed', 'timeout', 'not_recovered', 'exhausted')), "
-            "MAX(started) FROM recovery_attempts GROUP BY failure_type, action "
-            "ORDER BY failure_type, action"
-        )
-        if self._db is not None and self._db.healthy:
-            self._db.flush(timeout=2.0)
-            rows = self._db.query(query)
-        else:
-            table: dict[tuple[str, str], list[Any]] = {}
-            with self._lock:
-                for a in self._recent:
-                    row = table.setdefault((a.failure_type, a.action), [0, 0, 0, 0.0])
-                    row[0] += 1
-                    row[1] += a.outcome is Outcome.SUCCEEDED
-                    row[2] += a.outcome.value in ("failed", "timeout", "not_recovered", "exhausted")
-                    row[3] = max(row[3], a.started)
-            rows = [(ft, action, *values) for (ft, action), values in sorted(table.items())]
-        return [
-            {"failure_type": ft, "action": action, "attempts": int(n), "successes": int(ok or 0),
-             "failures": int(bad or 0), "last_attempt": last}
-            for ft, action, n, ok, bad, last in rows
-        ]  # fmt: skip
-
-    # --- the inbox: accepted events not yet picked up by a worker ------------------------
-    def inbox_add(self, event: FailureEvent) -> tuple[int, Future[bool] | None]:
-        """Persist an accepted event (queued write); its inbox id, and a future that
-        resolves when the row is committed (None without a database)."""
-        with self._lock:
-            inbox_id = self._next_inbox
-            self._next_inbox += 1
-        if self._db is not None:
-            return inbox_id, self._db.write(
-                "INSERT INTO recovery_inbox (id, failure_type, source, labels, dedup_key, "
-                "fingerprint, starts_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (inbox_id, event.failure_type, event.source, to_json(event.labels).decode(),
-                 event.dedup_key, event.fingerprint, event.starts_at, event.detail),
-            )  # fmt: skip
-        return inbox_id, None
-
-    def inbox_remove(self, inbox_ids: list[int]) -> None:
-        """Workers picked these events up."""
-        if self._db is not None and inbox_ids:
-            self._db.write(
-                "DELETE FROM recovery_inbox WHERE id IN (SELECT value FROM json_each(?))",
-                (to_json(inbox_ids).decode(),),
-            )
-
-    def inbox_after(self, after: int, limit: int) -> list[tuple[int, FailureEvent]]:
-        """Persisted events with id > after, oldest first. Blocking: call off the loop."""
-        if self._db is None or not self._db.healthy:
-            return []
-        self._db.flush(timeout=2.0)
-        rows = self._db.query(
-            "SELECT id, failure_type, source, labels, dedup_key, fingerprint, starts_at, detail "
-            "FROM recovery_inbox WHERE id > ? ORDER BY id LIMIT ?",
-            (after, limit),
-        )
-        return [
-            (int(id_), FailureEvent(ft, source, json.loads(labels), dedup_key=key,
-                                    fingerprint=fp, starts_at=starts, detail=detail))
-            for id_, ft, source, labels, key, fp, starts, detail in rows
-        ]  # fmt: skip
-
-    # --- episodes and cooldowns ---------------------------------------------------------
-    def episode(self, key: str) -> str | None:
-        """ "handled" or "resolved" for a known episode, else None."""
-        with self._lock:
-            return self._episodes.get(key)
-
-    def mark_episode(self, key: str, state: str) -> None:
-        """Remember an episode as handled or resolved."""
-        with self._lock:
-            self._episodes[key] = state
-        if self._db is not None:
-            self._db.write(
-                "INSERT INTO recovery_episodes (dedup_key, state, seen) VALUES (?, ?, ?) "
-                "ON CONFLICT(dedup_key) DO UPDATE SET state = excluded.state, seen = excluded.seen",
-                (key, state, self._clock.time()),
-            )
-
-    def cooldown(self, failure_type: str) -> Cooldown | None:
-        """The failure type's cooldown, if one was ever set."""
-        with self._lock:
-            return self._cooldowns.get(failure_type)
-
-    def cooldowns(self) -> dict[str, Cooldown]:
-        """Every failure type's cooldown."""
-        with self._lock:
-            return dict(self._cooldowns)
-
-    def set_cooldown(self, failure_type: str, cooldown: Cooldown) -> None:
-        """Persist a cooldown."""
-        with self._lock:
-            self._cooldowns[failure_type] = cooldown
-        if self._db is not None:
-            self._db.write(
-                "INSERT INTO recovery_cooldowns (failure_type, until, consecutive) "
-                "VALUES (?, ?, ?) ON CONFLICT(failure_type) DO UPDATE SET "
-                "until = excluded.until, consecutive = excluded.consecutive",
-                (failure_type, cooldown.until, cooldown.consecutive),
-            )
-
-    def reset(self) -> None:
-        """Forget cooldowns and handled episodes (history stays)."""
-        with self._lock:
-            self._cooldowns.clear()
-            self._episodes.clear()
-        if self._db is not None:
-            self._db.write("DELETE FROM recovery_cooldowns")
-            self._db.write("DELETE FROM recovery_episodes")
-
-    def prune(self, max_age: float, max_count: int) -> None:
-        """Drop attempts and episodes older than max_age, and attempts beyond max_count."""
-        if self._db is None:
-            return
-        horizon = self._clock.time() - max_age
-        self._db.write("DELETE FROM recovery_attempts WHERE started < ?", (horizon,))
-        self._db.write(
-            "DELETE FROM recovery_attempts WHERE id <= "
-            "(SELECT id FROM recovery_attempts ORDER BY id DESC LIMIT 1 OFFSET ?)",
-            (max_count,),
-        )
-        self._db.write("DELETE FROM recovery_episodes WHERE seen < ?", (horizon,))
+        return history.stats(self.db, self.recent())

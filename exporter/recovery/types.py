@@ -24,6 +24,20 @@ class Outcome(enum.StrEnum):
     DRY_RUN = "dry_run"
     INTERRUPTED = "interrupted"
     EXHAUSTED = "exhausted"
+    CANCELLED = "cancelled"
+    """The episode was resolved before its next rung started."""
+
+
+RAN = frozenset({Outcome.SUCCEEDED, Outcome.FAILED, Outcome.TIMEOUT, Outcome.NOT_RECOVERED})
+"""Outcomes of an attempt whose action really executed (for commands: the process ran)."""
+
+QUEUED = "queued"
+RUNNING = "running"
+OPEN_STATES = frozenset({QUEUED, RUNNING})
+"""An episode is open while queued or running; every other state is final (an Outcome's
+value: succeeded, exhausted, cancelled, skipped_*, dry_run, interrupted), or "resolved" for
+a resolved alert medic never saw firing."""
+RESOLVED = "resolved"
 
 
 LADDER = "ladder"
@@ -61,6 +75,9 @@ class RecoveryAttempt:
     fingerprint: str | None = None
     starts_at: str | None = None
     dedup_key: str | None = None
+    episode_id: int | None = None
+    rung: int | None = None
+    """Index of the rung in its ladder; None on records about the whole ladder."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -77,6 +94,8 @@ class RecoveryAttempt:
             "fingerprint": self.fingerprint,
             "starts_at": self.starts_at,
             "dedup_key": self.dedup_key,
+            "episode_id": self.episode_id,
+            "rung": self.rung,
         }
 
 

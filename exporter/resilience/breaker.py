@@ -289,6 +289,33 @@ class CircuitBreaker:
     ) -> None:
         self.__exit__(exc_type, exc, tb)
 
+    # --- permission by hand (resilience4j's acquirePermission / onSuccess / onError) -------
+    def acquire_permission(self) -> bool:
+        """Permission for one call made elsewhere; raises CircuitBreakerOpenError when not
+        permitted. Returns whether it is a half-open trial: pass that to exactly one of
+        on_success, on_error or release_permission."""
+        return False if self._state is CLOSED else self._acquire()
+
+    def on_success(self, trial: bool) -> None:
+        """The permitted call succeeded."""
+        self._on_success(trial)
+
+    def on_error(self, trial: bool) -> None:
+        """The permitted call failed."""
+        self._on_failure(trial)
+
+    def release_permission(self, trial: bool) -> None:
+        """The permitted call did not happen: a half-open trial's permit goes back."""
+        with self._lock:
+            if trial and self._state is HALF_OPEN:
+                self._trials -= 1
+
+    def on_ignored(self, trial: bool) -> None:
+        """The permitted call ended in a way that counts neither way (ignored)."""
+        with self._lock:
+            self._ignored += 1
+        self.release_permission(trial)
+
     # --- bookkeeping --------------------------------------------------------------------
     def _acquire(self) -> bool:
         """Permission for one call; True when it is a half_open trial."""
@@ -315,10 +342,7 @@ class CircuitBreaker:
         if isinstance(exc, self.settings.ignore_exceptions) or not isinstance(exc, Exception):
             # Ignored by configuration, or cancellation / KeyboardInterrupt / SystemExit:
             # not the guarded service's fault. A trial's permit goes back.
-            with self._lock:
-                self._ignored += 1
-                if trial and self._state is HALF_OPEN:
-                    self._trials -= 1
+            self.on_ignored(trial)
             return
         self._on_failure(trial)
 

@@ -9,6 +9,8 @@ now misses rows), and medic keeps going on its in-memory state.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import sqlite3
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+Statement = tuple[str, tuple[Any, ...]]
 
 DB_FILE = "medic.db"
 """medic's database in its data directory: breaker state and the recovery journal."""
@@ -45,8 +49,8 @@ class Database:
         self._pending_lock = threading.Lock()
         self._work = threading.Condition(self._pending_lock)
         self._idle = threading.Condition(self._pending_lock)
-        self._pending: list[tuple[str, tuple[Any, ...]]] = []
-        self._batch: Future[bool] = Future()
+        self._pending: list[Statement | list[Statement]] = []
+        self._batch: Future[bool] = _batch_future()
         self._queued = 0
         self._stopping = False
         self._writer: threading.Thread | None = None
@@ -84,6 +88,22 @@ class Database:
                 self._work.notify()
             return self._batch
 
+    def write_group(self, statements: list[Statement]) -> Future[bool]:
+        """Queue statements that commit together or not at all: a batch is never split
+        inside a group. Otherwise as write()."""
+        group = [(sql, tuple(params)) for sql, params in statements]
+        with self._pending_lock:
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="medic-sqlite", daemon=True
+                )
+                self._writer.start()
+            self._pending.append(group)
+            self._queued += 1
+            if len(self._pending) == 1:
+                self._work.notify()
+            return self._batch
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued write is committed (or failed); False on timeout."""
         with self._idle:
@@ -100,7 +120,7 @@ class Database:
         with self._lock:
             self._conn.close()
 
-    def _take(self) -> tuple[list[tuple[str, tuple[Any, ...]]], Future[bool]] | None:
+    def _take(self) -> tuple[list[Statement | list[Statement]], Future[bool]] | None:
         """The queued writes and their shared future; None once stopping with none left."""
         with self._pending_lock:
             while not self._pending:
@@ -114,21 +134,21 @@ class Database:
             time.sleep(LINGER)
         with self._pending_lock:
             batch, self._pending = self._pending, []
-            done, self._batch = self._batch, Future()
+            done, self._batch = self._batch, _batch_future()
         return batch, done
 
     def _write_loop(self) -> None:
         while (taken := self._take()) is not None:
             batch, done = taken
             committed = True
-            for start in range(0, len(batch), MAX_BATCH):  # bounded transactions
-                committed = self._commit(batch[start : start + MAX_BATCH]) and committed
+            for chunk in _transactions(batch):
+                committed = self._commit(chunk) and committed
             done.set_result(committed)
             with self._idle:
                 self._queued -= len(batch)
                 self._idle.notify_all()
 
-    def _commit(self, batch: list[tuple[str, tuple[Any, ...]]]) -> bool:
+    def _commit(self, batch: list[Statement]) -> bool:
         try:
             with self._lock:
                 self._conn.execute("BEGIN")
@@ -151,3 +171,55 @@ class Database:
             self.last_error = str(exc)
             return False
         return True
+
+
+def _batch_future() -> Future[bool]:
+    """A batch's shared future, marked running so that no waiter can cancel it (a cancelled
+    future would make the writer's set_result raise, for every other waiter too)."""
+    future: Future[bool] = Future()
+    future.set_running_or_notify_cancel()
+    return future
+
+
+async def committed(future: Future[bool] | None, timeout: float | None = None) -> bool:
+    """Wait, without blocking the event loop, for a write's commit: True once committed,
+    False if it failed or took over `timeout`. A None future (no database) is True.
+
+    One done-callback and one loop wake-up; the future itself is never touched, so the
+    waiter's cancellation stays its own (asyncio.wrap_future would pass it on)."""
+    if future is None:
+        return True
+    if not future.done():
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: Future[bool]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
+                loop.call_soon_threadsafe(_settle, waiter)
+
+        future.add_done_callback(wake)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            return False
+    return future.result()
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # it may have timed out or been cancelled meanwhile
+        waiter.set_result(None)
+
+
+def _transactions(batch: list[Statement | list[Statement]]) -> list[list[Statement]]:
+    """The batch's statements in transactions of about MAX_BATCH (bounded, so one commit
+    never holds the lock for long), never splitting a group."""
+    chunks: list[list[Statement]] = [[]]
+    for item in batch:
+        if len(chunks[-1]) >= MAX_BATCH:
+            chunks.append([])
+        if isinstance(item, list):
+            chunks[-1].extend(item)
+        else:
+            chunks[-1].append(item)
+    return chunks

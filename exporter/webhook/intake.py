@@ -1,4 +1,5 @@
-"""From a validated notification to engine submissions, one alert at a time."""
+"""From an alert to the engine: identity, route, claim. Shared by push (the webhook) and pull
+(polling Alertmanager), so both answer the same way and share episode identity."""
 
 from __future__ import annotations
 
@@ -6,24 +7,39 @@ import logging
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from exporter.config.webhook import WebhookConfig
 from exporter.recovery.engine import RecoveryEngine
 from exporter.recovery.types import FailureEvent
+from exporter.webhook.identity import Identity
 from exporter.webhook.matchers import Matcher, matches_all, parse_matcher
 from exporter.webhook.models import Alert, Notification
 
 log = logging.getLogger(__name__)
 
-# Engine answers to what the webhook reports per alert.
+# Engine answers to what an alert's answer reports.
 _RESULTS = {
     "accepted": "accepted",
     "duplicate": "duplicate",
     "ignored_resolved": "ignored",
     "unknown_failure_type": "ignored",
     "queue_full": "refused",
+    "journal_down": "refused",
     "stopped": "refused",
 }
+
+
+class Answer(NamedTuple):
+    """What became of one alert."""
+
+    result: str
+    """accepted | duplicate | ignored | resolved | refused"""
+    detail: str
+    persisted: Future[bool] | None = None
+    """The claim's commit the answer must wait for."""
+    counted_as: str = ""
+    """The result as medic_webhook_alerts_total counts it, when it says more (other host)."""
 
 
 @dataclass
@@ -36,9 +52,9 @@ class Summary:
     resolved: int = 0
     refused: int = 0
     details: list[dict[str, str]] = field(default_factory=list)
-    persisted: Future[bool] | None = None
-    """The last accepted event's commit, to wait for before answering: accepted events must
-    survive a crash. The database commits in queue order, so it covers the earlier ones."""
+    persisted: list[Future[bool]] = field(default_factory=list)
+    """Claims to wait for before answering: accepted alerts must survive a crash, and a
+    duplicate is only a duplicate of something the journal holds."""
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready."""
@@ -53,21 +69,22 @@ class Summary:
 
 
 class Intake:
-    """Routes each alert to a failure type and hands it to the engine."""
+    """Decides each alert: not this host's, not routed, resolved, or claimed."""
 
-    def __init__(self, config: WebhookConfig, engine: RecoveryEngine) -> None:
+    def __init__(self, config: WebhookConfig, engine: RecoveryEngine, identity: Identity) -> None:
         self._routes: list[tuple[list[Matcher], str]] = [
             ([parse_matcher(m) for m in route.matchers], route.failure_type)
             for route in config.routes
         ]
         self._annotation = config.failure_type_annotation
         self._engine = engine
+        self.identity = identity
         self._lock = threading.Lock()
         self.alert_counts: dict[tuple[str, str], int] = {}
         self.truncated = 0
 
     def route(self, alert: Alert) -> str | None:
-        """The failure type for a firing alert, or None when no route takes it.
+        """The failure type for an alert, or None when no route takes it.
 
         An annotation may pick the failure type only when the config names the annotation,
         and only among the failure types the config has ladders for: an alert can choose,
@@ -83,7 +100,7 @@ class Intake:
         return None
 
     def handle(self, notification: Notification) -> Summary:
-        """Submit firing alerts, close resolved episodes; never raises for an alert."""
+        """Every alert of a pushed notification; never raises for an alert."""
         summary = Summary()
         if notification.truncatedAlerts:
             log.warning(
@@ -92,25 +109,40 @@ class Intake:
             )  # fmt: skip
             with self._lock:
                 self.truncated += notification.truncatedAlerts
+        seen: set[int] = set()
         for alert in notification.alerts:
-            status, result, detail = alert.status, *self._one(alert, summary)
-            setattr(summary, result, getattr(summary, result) + 1)
+            answer = self.one(alert)
+            setattr(summary, answer.result, getattr(summary, answer.result) + 1)
             summary.details.append(
-                {"fingerprint": alert.fingerprint, "status": status, "result": result,
-                 "detail": detail}
+                {"fingerprint": alert.fingerprint, "status": alert.status,
+                 "result": answer.result, "detail": answer.detail}
             )  # fmt: skip
-            with self._lock:
-                key = (status, result)
-                self.alert_counts[key] = self.alert_counts.get(key, 0) + 1
+            if answer.persisted is not None and id(answer.persisted) not in seen:
+                seen.add(id(answer.persisted))
+                summary.persisted.append(answer.persisted)
+            self.count(alert.status, answer)
         return summary
 
-    def _one(self, alert: Alert, summary: Summary) -> tuple[str, str]:
-        if alert.status == "resolved":
-            cancelled = self._engine.resolve(alert.episode)
-            return "resolved", "queued attempt cancelled" if cancelled else "episode closed"
+    def count(self, status: str, answer: Answer) -> None:
+        """Count an answer in medic_webhook_alerts_total."""
+        key = (status, answer.counted_as or answer.result)
+        with self._lock:
+            self.alert_counts[key] = self.alert_counts.get(key, 0) + 1
+
+    def one(self, alert: Alert) -> Answer:
+        """Decide one alert (pushed or pulled)."""
+        verdict = self.identity.check(alert.labels)
+        if not verdict.mine:
+            return Answer("ignored", f"other_host: {verdict.reason} is not this host",
+                          counted_as="ignored_other_host")  # fmt: skip
         failure_type = self.route(alert)
+        if alert.status == "resolved":
+            if failure_type is None:
+                return Answer("resolved", "no route matches; nothing to close")
+            cancelled = self._engine.resolve(alert.episode)
+            return Answer("resolved", "queued attempt cancelled" if cancelled else "episode closed")
         if failure_type is None:
-            return "ignored", "no route matches"
+            return Answer("ignored", "no route matches")
         event = FailureEvent(
             failure_type,
             "alert",
@@ -121,6 +153,5 @@ class Intake:
             detail=alert.annotations.get("summary", "")[:500],
         )
         submission = self._engine.submit(event)
-        if submission.persisted is not None:
-            summary.persisted = submission.persisted
-        return _RESULTS.get(submission.result, "refused"), submission.detail or failure_type
+        result = _RESULTS.get(submission.result, "refused")
+        return Answer(result, submission.detail or failure_type, submission.persisted)

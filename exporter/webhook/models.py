@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 Labels = Annotated[dict[str, str], Field(max_length=256)]
+_TIME = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|z|[+-]\d{2}:\d{2})$"
+)
+
+
+def canonical_time(value: str) -> str:
+    """An RFC 3339 time in UTC with milliseconds ("2026-11-22T02:36:41.168Z"): the webhook
+    writes startsAt to the nanosecond in its own zone, API v2 to the millisecond, and an
+    episode must have one key whichever way medic heard of it. Unparsable text stays."""
+    match = _TIME.match(value)
+    if match is None:
+        return value
+    day, clock, fraction, zone = match.groups()
+    try:
+        moment = datetime.fromisoformat(f"{day}T{clock}")
+        if zone not in ("Z", "z"):
+            sign = 1 if zone[0] == "+" else -1
+            moment -= sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+    except (ValueError, OverflowError):
+        return value
+    millis = (fraction or "0")[:3].ljust(3, "0")  # truncated, as Alertmanager formats it
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+            f"{moment.minute:02d}:{moment.second:02d}.{millis}Z")  # fmt: skip
 
 
 # Field names are Alertmanager's own (camelCase), so the JSON maps without aliases.
@@ -28,7 +53,7 @@ class Alert(BaseModel):
     @property
     def episode(self) -> str:
         """(fingerprint, startsAt): the same alert firing again later is a new episode."""
-        return f"{self.fingerprint}@{self.startsAt}"
+        return f"{self.fingerprint}@{canonical_time(self.startsAt)}"
 
 
 class Notification(BaseModel):

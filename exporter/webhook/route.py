@@ -6,17 +6,15 @@ when events could neither be queued nor persisted. A failed remediation is still
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
-from concurrent.futures import Future
 
 from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.types import Receive, Scope, Send
 
 from exporter.asgi import ClientGone, Headers, Turns, header, read_body, respond
+from exporter.storage.sqlite import committed
 from exporter.webhook.auth import Authenticator
 from exporter.webhook.intake import Intake
 from exporter.webhook.models import NOTIFICATION, Notification
@@ -110,38 +108,13 @@ class AlertsEndpoint:
 
     async def _accept(self, notification: Notification) -> tuple[int, bytes, Headers | None]:
         summary = self._intake.handle(notification)
-        if summary.persisted is not None and not await _committed(summary.persisted):
-            log.error("journal commits took over %gs; asking Alertmanager to retry", COMMIT_WAIT)
-            return 503, to_json({"error": "the journal is not committing"}), RETRY_LATER
+        for claim in summary.persisted:
+            if not await committed(claim, COMMIT_WAIT):
+                log.error("the journal did not commit an alert's claim within %gs; asking "
+                          "Alertmanager to retry", COMMIT_WAIT)  # fmt: skip
+                return 503, to_json({"error": "the journal is not committing"}), RETRY_LATER
         if summary.refused:
             # Neither the queue nor the journal could take them: ask Alertmanager to retry.
             body = to_json({"error": "cannot accept alerts now", **summary.as_dict()})
             return 503, body, RETRY_LATER
         return 202, to_json(summary.as_dict()), None
-
-
-async def _committed(last: Future[bool]) -> bool:
-    """Wait, without blocking the loop, until a notification's last journal write is
-    committed (and with it every earlier one); False after COMMIT_WAIT. One callback and one
-    loop wake-up, not asyncio.wrap_future's two-way chain."""
-    if last.done():
-        return True
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
-
-    def wake(_: Future[bool]) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
-            loop.call_soon_threadsafe(_settle, waiter)
-
-    last.add_done_callback(wake)
-    try:
-        async with asyncio.timeout(COMMIT_WAIT):
-            await waiter
-    except TimeoutError:
-        return False
-    return True
-
-
-def _settle(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():  # it may have timed out and been cancelled meanwhile
-        waiter.set_result(None)

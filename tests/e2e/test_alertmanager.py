@@ -29,6 +29,8 @@ webhook:
   routes:
     - matchers: ['alertname=~"Lab.*"']
       failure_type: generation_pipeline_error
+identity:  # this medic stands for the test's hosts gpu-a ... gpu-z
+  matchers: ['instance=~"gpu-[a-z]"']
 """
 # Fast intervals from shared/notes; group_by instance so each instance is its own group.
 ALERTMANAGER = """

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.recovery.actions import label_environment
+from exporter.recovery.external import label_environment
 from tests.recovery.conftest import settled
 
 

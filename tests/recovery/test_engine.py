@@ -270,53 +270,24 @@ recovery:
 """
 
 
-def test_a_full_queue_defers_events_to_the_journal_and_runs_them_later(start_medic) -> None:
+def test_a_full_queue_refuses_and_counts(start_medic) -> None:
+    # queue_size bounds episodes whose ladder has not started; beyond it an arrival is
+    # refused (an alert gets 503, so Alertmanager sends it again later).
     medic = start_medic(QUEUE_OF_ONE)
     release, running = threading.Event(), threading.Event()
     medic.actions.register("slow", blocker(running, release))
     medic.report_failure("vram_exhaustion")
     assert running.wait(10)  # the only worker is busy
     assert medic.report_failure("network_error", dedup_key="q").accepted  # fills the queue
-    deferred = [medic.report_failure("network_error", dedup_key=f"d{i}") for i in range(3)]
-    assert all(s.accepted for s in deferred)  # persisted in the journal's inbox
-    assert medic.recovery.snapshot()["deferred"] == 3
-    assert medic.report_failure("network_error", dedup_key="d1").result == "duplicate"
-
-    def inbox() -> list[str]:
-        medic.db.flush()
-        return [
-            key for (key,) in medic.db.query("SELECT dedup_key FROM recovery_inbox ORDER BY id")
-        ]
-
-    # The running event's row is gone; the queued and the deferred ones wait in the inbox.
-    wait_until(lambda: inbox() == ["q", "d0", "d1", "d2"], what="the picked-up row deleted")
+    refused = medic.report_failure("network_error", dedup_key="x")
+    assert refused.result == "queue_full"
+    assert medic.recovery.snapshot()["events"]["queue_full"] == 1
+    assert medic.report_failure("network_error", dedup_key="q").result == "duplicate"
     release.set()
-    found = settled(medic, 6)
-    keys = [a.dedup_key for a in found if a.action == "slow"]
-    assert keys == [None, "q", "d0", "d1", "d2"]  # in order, none lost
-    assert medic.recovery.snapshot()["deferred"] == 0
-    wait_until(lambda: inbox() == [], what="every picked-up row deleted")
-
-
-def test_a_full_queue_with_no_journal_refuses_and_counts(tmp_path: Path) -> None:
-    from exporter.app import Medic
-    from exporter.config import parse_config
-
-    (tmp_path / "data").write_text("not a directory: no journal can be opened")
-    medic = Medic(parse_config(f"data_dir: {tmp_path / 'data'}\n" + QUEUE_OF_ONE, env={}))
-    release, running = threading.Event(), threading.Event()
-    medic.actions.register("slow", blocker(running, release))
-    medic.start()
-    try:
-        medic.report_failure("vram_exhaustion")
-        assert running.wait(10)
-        assert medic.report_failure("network_error").accepted
-        refused = medic.report_failure("network_error", dedup_key="x")
-        assert refused.result == "queue_full"
-        assert medic.recovery.snapshot()["events"]["queue_full"] == 1
-    finally:
-        release.set()
-        medic.stop()
+    assert medic.recovery.wait_idle(10)
+    keys = [a.dedup_key for a in attempts(medic) if a.action == "slow"]
+    assert keys == [None, "q"]
+    assert medic.report_failure("network_error", dedup_key="x").accepted  # room again
 
 
 def test_resolving_an_episode_cancels_its_queued_attempt(start_medic) -> None:
@@ -337,10 +308,12 @@ recovery:
     medic.report_failure("network_error", dedup_key="queued")
     assert medic.recovery.resolve("queued") is True
     assert medic.recovery.resolve("running") is False  # a running action finishes
-    release.set()
+    # Cancelled at once, while the only worker is still busy: it does not wait its turn.
     wait_until(lambda: medic.recovery.snapshot()["events"].get("cancelled_resolved") == 1)
-    found = settled(medic, 1)
-    assert outcomes(found) == [("slow", "succeeded")]
+    release.set()
+    found = settled(medic, 2)
+    assert outcomes(found) == [("slow", "succeeded"), ("ladder", "cancelled")]
+    assert found[1].dedup_key == "queued" and found[1].detail.startswith("resolved before")
 
 
 def test_in_process_actions_get_the_context(start_medic: Callable[[str], Medic]) -> None:
@@ -427,22 +400,3 @@ def test_wait_idle(start_medic) -> None:
     medic.report_failure("network_error")
     assert medic.recovery.wait_idle(10)
     assert outcomes(attempts(medic)) == [("noop", "succeeded")]
-
-
-def test_deferred_events_lost_with_the_journal_do_not_block_later_ones(start_medic) -> None:
-    medic = start_medic(QUEUE_OF_ONE)
-    release, running = threading.Event(), threading.Event()
-    medic.actions.register("slow", blocker(running, release))
-    medic.report_failure("vram_exhaustion")
-    assert running.wait(10)
-    assert medic.report_failure("network_error", dedup_key="q").accepted  # the queue is full
-    assert medic.report_failure("network_error", dedup_key="d").accepted  # deferred, in the inbox
-    assert medic.db.flush(5)  # the row is committed; now lose it, as a failed write would
-    medic.db.query("DELETE FROM recovery_inbox WHERE dedup_key = 'd'")
-    release.set()
-    assert medic.recovery.wait_idle(10)  # counts deferred events too: it waited for the drain
-    assert medic.recovery.snapshot()["deferred"] == 0
-    assert medic.report_failure("network_error", dedup_key="after").accepted
-    assert medic.recovery.wait_idle(10)
-    keys = [a.dedup_key for a in attempts(medic) if a.action == "slow"]
-    assert keys == [None, "q", "after"]

@@ -15,8 +15,8 @@ from tests.helpers import FakeClock, serving, wait_until
 
 
 def record(journal: Journal, started: float) -> None:
-    journal.begin(RecoveryAttempt(0, "network_error", "noop", "app", started,
-                                  Outcome.SUCCEEDED, ended=started))  # fmt: skip
+    journal.record(RecoveryAttempt(0, "network_error", "noop", "app", started,
+                                   Outcome.SUCCEEDED, ended=started))  # fmt: skip
 
 
 def test_retention_by_age_and_by_count(tmp_path: Path) -> None:
@@ -27,7 +27,7 @@ def test_retention_by_age_and_by_count(tmp_path: Path) -> None:
     now = clock.time()
     for age in (40 * 86400, 31 * 86400, 3600, 60, 1):
         record(journal, now - age)
-    journal.mark_episode("old", "handled")
+    journal.tombstone("old")
     journal.prune(max_age=30 * 86400, max_count=2)
     db.flush()
     _, total = journal.attempts()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.helpers import MedicProcess, wait_until
 
@@ -21,23 +22,44 @@ checks:
 recovery:
   workers: 1
   cooldown: {{base: 1h}}
+  interrupted: {policy}
   actions:
     note: {{type: command, argv: [sh, -c, "echo ran >> {log}"]}}
-    slow: {{type: command, argv: [sh, -c, "echo $$ > {slow_pid}; exec sleep 60"]}}
+    # Blocks on a FIFO until the test writes to it; says when it starts and ends.
+    slow: {{type: command, argv: [sh, -c, "echo $$ > {slow_pid}; echo start >> {slow_log};
+                                         cat {gate} > /dev/null; echo end >> {slow_log}"]}}
+    hang: {{type: http, url: "{hang_url}"}}
   failures:
     network_error: {{ladder: [note]}}
     vram_exhaustion: {{ladder: [{{action: slow, timeout: 2m}}]}}
+    generation_pipeline_error: {{ladder: [{{action: hang, timeout: 2m}}, note]}}
 """
 
 
-def write_config(tmp_path: Path) -> Path:
+def write_config(tmp_path: Path, policy: str = "retry_once", hang_url: str = "http://x") -> Path:
     path = tmp_path / "medic.yml"
+    gate = tmp_path / "gate"
+    if not gate.exists():
+        os.mkfifo(gate)
     path.write_text(
         CONFIG.format(
-            data=tmp_path / "data", log=tmp_path / "actions.log", slow_pid=tmp_path / "slow.pid"
+            data=tmp_path / "data", log=tmp_path / "actions.log", slow_pid=tmp_path / "slow.pid",
+            slow_log=tmp_path / "slow.log", gate=gate, policy=policy, hang_url=hang_url,
         )
-    )
+    )  # fmt: skip
     return path
+
+
+def open_gate(tmp_path: Path) -> None:
+    """Let the slow command finish (it reads the FIFO until a writer closes it)."""
+    with open(tmp_path / "gate", "w") as fifo:
+        fifo.write("go\n")
+
+
+def metric(url: str, name: str, **labels: str) -> float | None:
+    from tests.test_server import value
+
+    return value(httpx.get(f"{url}/metrics").text, name, **labels)
 
 
 def start(medic_process: Callable[..., MedicProcess], config: Path) -> tuple[MedicProcess, str]:
@@ -91,32 +113,57 @@ def test_cooldown_and_dedup_hold_across_a_restart(
     assert stats["cooldowns"]["network_error"] > 0
 
 
-def test_kill_9_during_an_action_leaves_it_interrupted_after_restart(
+def kill_9(proc: MedicProcess) -> None:
+    proc.proc.kill()  # SIGKILL: no shutdown code runs
+    proc.proc.wait(5)
+
+
+def test_kill_9_during_a_command_adopts_it_and_never_runs_it_twice(
     medic_process: Callable[..., MedicProcess], tmp_path: Path
 ) -> None:
     config = write_config(tmp_path)
-    first = medic_process(["--config", str(config)])
-    url = first.wait_listening()
-    wait_until(lambda: httpx.get(f"{url}/-/ready").status_code == 200, what="ready")
-    report(url, "vram_exhaustion")
-    wait_until(
-        lambda: any(a["outcome"] == "running" for a in history(url)["attempts"]),
-        what="the slow action to be running and journaled",
-    )
-    assert report(url, "network_error", "queued@1").json()["result"] == "accepted"
-    first.proc.kill()  # SIGKILL: no shutdown code runs
-    first.proc.wait(5)
-    os.kill(int((tmp_path / "slow.pid").read_text()), signal.SIGKILL)  # the orphaned action
+    first, url = start(medic_process, config)
+    assert report(url, "vram_exhaustion", "slow@1").json()["result"] == "accepted"
+    wait_until((tmp_path / "slow.log").exists, what="the slow command to start")
+    assert report(url, "network_error", "queued@1").json()["result"] == "accepted"  # waits
+    kill_9(first)
+    assert (tmp_path / "slow.log").read_text() == "start\n"  # it outlived medic
+
     _, url = start(medic_process, config)
-    attempts = finished(url, 2)  # newest first
+    # A new episode of the busy type waits for the adopted ladder instead of running beside it.
+    assert report(url, "vram_exhaustion", "slow@2").json()["result"] == "accepted"
+    assert report(url, "vram_exhaustion", "slow@1").json()["result"] == "duplicate"
+    assert metric(url, "medic_recovery_resumed_episodes_total", how="adopted") == 1
+    assert metric(url, "medic_recovery_resumed_episodes_total", how="requeued") == 1
+    assert metric(url, "medic_recovery_in_progress") == 1  # the adopted one holds the slot
+    open_gate(tmp_path)
+    attempts = finished(url, 4)  # newest first
+    assert (tmp_path / "slow.log").read_text() == "start\nend\n"  # one run, adopted
+    by_key = {(a["dedup_key"], a["action"]): a for a in attempts}
+    adopted = by_key[("slow@1", "slow")]
+    assert adopted["outcome"] == "succeeded" and adopted["detail"].startswith("adopted")
+    assert by_key[("slow@2", "ladder")]["outcome"] == "skipped_cooldown"  # the cooldown held
+    assert by_key[("queued@1", "note")]["outcome"] == "succeeded"  # replayed, ran once
+    assert (tmp_path / "actions.log").read_text() == "ran\n"
+
+
+def test_a_command_that_ends_while_medic_is_down_is_taken_as_finished(
+    medic_process: Callable[..., MedicProcess], tmp_path: Path
+) -> None:
+    config = write_config(tmp_path)
+    first, url = start(medic_process, config)
+    report(url, "vram_exhaustion", "slow@1")
+    wait_until((tmp_path / "slow.log").exists, what="the slow command to start")
+    kill_9(first)
+    os.kill(int((tmp_path / "slow.pid").read_text()), signal.SIGKILL)  # dies while medic is down
+    _, url = start(medic_process, config)
+    attempts = finished(url, 2)
     assert [(a["action"], a["outcome"]) for a in attempts] == [
-        ("note", "succeeded"),  # accepted before the kill, replayed from the journal's inbox
-        ("slow", "interrupted"),
+        ("ladder", "exhausted"),
+        ("slow", "failed"),
     ]
-    assert attempts[0]["dedup_key"] == "queued@1" and attempts[1]["ended"] is not None
-    text = httpx.get(f"{url}/metrics").text
-    interrupted = 'action="ladder",failure_type="*",outcome="interrupted"} 1.0'
-    assert f"medic_recovery_attempts_total{{{interrupted}" in text
+    assert attempts[1]["detail"] == "adopted after a restart: exit status 137: Killed"
+    assert metric(url, "medic_recovery_resumed_episodes_total", how="finished_while_down") == 1
 
 
 def test_api_filters_paginates_and_guards_reset(
@@ -178,3 +225,74 @@ def test_history_and_stats_commands(
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert missing.returncode == 1 and "no journal at" in missing.stderr
+
+
+class HangingServer:
+    """An HTTP server on 127.0.0.1 whose every request waits until released."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                outer.arrived.set()
+                outer.release.wait(30)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hang"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("policy", ["retry_once", "give_up"])
+def test_kill_9_during_an_http_action_follows_the_interrupted_policy(
+    medic_process: Callable[..., MedicProcess], tmp_path: Path, policy: str
+) -> None:
+    hanging = HangingServer()
+    try:
+        config = write_config(tmp_path, policy, hanging.url)
+        first, url = start(medic_process, config)
+        report(url, "generation_pipeline_error", "gpe@1")
+        assert hanging.arrived.wait(10)  # the request is in flight: it may take effect
+        kill_9(first)
+        _, url = start(medic_process, config)
+        assert metric(url, "medic_recovery_resumed_episodes_total", how="interrupted") == 1
+        if policy == "retry_once":  # hang is not started again; the next rung runs
+            attempts = finished(url, 2)
+            assert [(a["action"], a["outcome"]) for a in attempts] == [
+                ("note", "succeeded"),
+                ("hang", "interrupted"),
+            ]
+            assert (tmp_path / "actions.log").read_text() == "ran\n"
+        else:  # the episode ends for a person, the type cools down
+            attempts = finished(url, 2)
+            assert [(a["action"], a["outcome"]) for a in attempts] == [
+                ("ladder", "interrupted"),
+                ("hang", "interrupted"),
+            ]
+            assert "a person is needed" in attempts[0]["detail"]
+            assert not (tmp_path / "actions.log").exists()
+            labels = {"failure_type": "generation_pipeline_error", "action": "ladder",
+                      "outcome": "interrupted"}  # fmt: skip
+            assert metric(url, "medic_recovery_attempts_total", **labels) == 1
+            stats = httpx.get(f"{url}/api/v1/recoveries/stats").json()
+            assert stats["cooldowns"]["generation_pipeline_error"] > 0
+        assert report(url, "generation_pipeline_error", "gpe@1").json()["result"] == "duplicate"
+    finally:
+        hanging.close()

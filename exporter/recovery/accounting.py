@@ -1,0 +1,119 @@
+"""What the engine counts and tells: metrics counters, the event stream, log lines.
+
+Nothing here decides anything; the engine and the ladder report to it. Counters that alerts
+use exist at 0 from the start (the recovery collector reads `snapshot()`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.events import EventHub
+from exporter.recovery.types import LADDER, Outcome, RecoveryAttempt
+
+log = logging.getLogger("exporter.recovery")
+
+DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+RESUMED = ("requeued", "continued", "adopted", "finished_while_down", "never_ran",
+           "interrupted")  # fmt: skip
+"""What a start did with each open episode it found (see resume.py)."""
+ALERTED = (Outcome.EXHAUSTED, Outcome.INTERRUPTED)
+"""Ladder outcomes that page a person: their series exist at 0 per failure type."""
+
+
+@dataclass
+class Histogram:
+    """Bucket counts, sum and count of observations (Prometheus histogram shape)."""
+
+    buckets: list[int]
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        """Add one observation."""
+        for index, bound in enumerate(DURATION_BUCKETS):
+            if value <= bound:
+                self.buckets[index] += 1
+        self.total += value
+        self.count += 1
+
+
+class Accounting:
+    """Counters read by the metrics collector, plus events and logs for each attempt."""
+
+    def __init__(
+        self,
+        failure_types: Iterable[str],
+        events: EventHub | None,
+        on_change: Callable[[], None],
+    ) -> None:
+        self._lock = threading.Lock()
+        self._events = events
+        self._on_change = on_change
+        self.attempts: dict[tuple[str, str, str], int] = {
+            (ft, LADDER, outcome.value): 0 for ft in failure_types for outcome in ALERTED
+        }
+        self.results: dict[str, int] = {}
+        self.resumed: dict[str, int] = dict.fromkeys(RESUMED, 0)
+        self.durations: dict[str, Histogram] = {}
+        self.in_progress = 0
+
+    def started(self, attempt: RecoveryAttempt) -> None:
+        """An action starts."""
+        if self._events is not None:
+            self._events.publish("attempt_started", **attempt.as_dict())
+
+    def finished(self, attempt: RecoveryAttempt, elapsed: float | None = None) -> None:
+        """An attempt (or a record about a whole ladder) is final."""
+        key = (attempt.failure_type, attempt.action, attempt.outcome.value)
+        with self._lock:
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+            if elapsed is not None:
+                histogram = self.durations.get(attempt.action)
+                if histogram is None:
+                    histogram = Histogram([0] * len(DURATION_BUCKETS))
+                    self.durations[attempt.action] = histogram
+                histogram.observe(elapsed)
+        if self._events is not None:
+            self._events.publish("attempt_finished", **attempt.as_dict())
+        if attempt.action != LADDER or attempt.outcome in ALERTED:
+            quiet = attempt.outcome in (Outcome.SUCCEEDED, Outcome.DRY_RUN)
+            log.log(logging.INFO if quiet else logging.WARNING, "%s: %s %s: %s",
+                    attempt.failure_type, attempt.action, attempt.outcome.value,
+                    attempt.detail)  # fmt: skip
+        self._on_change()
+
+    def result(self, result: str, n: int = 1) -> None:
+        """A submitted event's result (accepted, duplicate, ..., cancelled_resolved)."""
+        with self._lock:
+            self.results[result] = self.results.get(result, 0) + n
+        self._on_change()
+
+    def resume(self, how: str) -> None:
+        """What a start did with one open episode."""
+        with self._lock:
+            self.resumed[how] += 1
+
+    def ladder(self, delta: int) -> None:
+        """A ladder starts (+1) or ends (-1)."""
+        with self._lock:
+            self.in_progress += delta
+        self._on_change()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every counter, read together."""
+        with self._lock:
+            return {
+                "attempts": dict(self.attempts),
+                "events": dict(self.results),
+                "resumed": dict(self.resumed),
+                "durations": {
+                    k: Histogram(list(v.buckets), v.total, v.count)
+                    for k, v in self.durations.items()
+                },
+                "in_progress": self.in_progress,
+            }

@@ -1,0 +1,152 @@
+"""Arrivals and claims: the one place where "already handled" is decided.
+
+Every source (webhook, pull, the app's report_failure, POST /api/v1/failures, the replay at
+start) goes through `claim()`. Under one lock it either finds the episode's key (duplicate,
+or a resolved episode) or creates the episode and queues its row to the journal. A key is
+never forgotten while its episode is open, so a duplicate cannot slip in between arrival
+and action; a duplicate's answer waits for the original claim's commit, so no answer
+promises more than the journal holds. A claim whose commit fails is forgotten again
+(its arrival was answered "could not accept"), so a retry is claimed afresh.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from exporter.clock import Clock
+from exporter.recovery.episode import Episode
+from exporter.recovery.journal import Journal, Opened
+from exporter.recovery.types import QUEUED, RESOLVED, FailureEvent
+
+DURABLE_SOURCES = frozenset({"alert", "api"})
+"""Sources that retry when refused: they are only accepted with a journal to hold them.
+(An embedding app's own report has no one to lose it to: it dies with the process.)"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The decision about one arrival."""
+
+    result: str
+    """accepted | duplicate | ignored_resolved | queue_full | journal_down"""
+    episode: Episode | None = None
+    persisted: Future[bool] | None = None
+    """What an answer must wait for: the (original) claim's commit."""
+    detail: str = ""
+
+
+class Claims:
+    """Every known episode key, open or closed, and the open episodes themselves."""
+
+    def __init__(self, journal: Journal, clock: Clock, queue_size: int) -> None:
+        self.lock = threading.Lock()
+        self._journal = journal
+        self._clock = clock
+        self._queue_size = queue_size
+        self._open: dict[str, Episode] = {}
+        self._closed: dict[str, str] = {}
+        self.queued = 0
+        """Open episodes whose ladder has not started (bounded by queue_size)."""
+
+    def load(self, opened: Opened) -> None:
+        """What the journal holds at start: closed keys and open episodes."""
+        with self.lock:
+            self._closed = dict(opened.closed)
+            for episode in opened.episodes:
+                if episode.key is not None:
+                    self._open[episode.key] = episode
+                if episode.state == QUEUED:
+                    self.queued += 1
+
+    def claim(self, event: FailureEvent) -> Claim:
+        """Claim an episode for this event, or say why not."""
+        durable = self._journal.durable
+        if not durable and event.source in DURABLE_SOURCES:
+            return Claim("journal_down", detail="the recovery journal is unavailable")
+        key = event.dedup_key
+        with self.lock:
+            if key is not None:
+                known = self._open.get(key)
+                if known is not None:
+                    return Claim("duplicate", known, _pending(known.claimed),
+                                 "this episode is already handled")  # fmt: skip
+                state = self._closed.get(key)
+                if state == RESOLVED:
+                    return Claim("ignored_resolved", detail="this episode was already resolved")
+                if state is not None:
+                    return Claim("duplicate", detail="this episode is already handled")
+            if self.queued >= self._queue_size:
+                return Claim("queue_full", detail=f"{self.queued} events wait already")
+            episode = Episode(self._journal.episode_id(), event, self._clock.time())
+            episode.claimed = self._journal.add_episode(episode)
+            if key is not None:
+                self._open[key] = episode
+            self.queued += 1
+        return Claim("accepted", episode, episode.claimed)
+
+    def forget(self, episode: Episode) -> None:
+        """The claim did not commit: as if it never arrived."""
+        with self.lock:
+            if episode.key is not None and self._open.get(episode.key) is episode:
+                del self._open[episode.key]
+            if not episode.started:
+                self.queued -= 1
+
+    def start(self, episode: Episode) -> bool:
+        """Commit to starting the episode's next rung, unless it was resolved: the line
+        after which a resolved alert no longer cancels the rung. False if resolved."""
+        with self.lock:
+            if episode.resolved:
+                return False
+            if not episode.started:
+                episode.started = True
+                self.queued -= 1
+            return True
+
+    def close(self, episode: Episode, state: str) -> None:
+        """The episode reached its final state."""
+        with self.lock:
+            if not episode.started:
+                self.queued -= 1
+                episode.started = True  # counted once: it will never start now
+            episode.state = state
+            key = episode.key
+            if key is not None:
+                if self._open.get(key) is episode:
+                    del self._open[key]
+                self._closed[key] = state
+
+    def resolve(self, key: str) -> tuple[str, Episode | None]:
+        """The alert of this episode resolved. Returns what that did: ("cancel", episode)
+        when its next rung will not start, ("running", episode) when a rung already runs
+        (it finishes), ("closed", None) otherwise."""
+        with self.lock:
+            episode = self._open.get(key)
+            if episode is not None:
+                if not episode.resolved:
+                    episode.resolved = True
+                    self._journal.mark_resolved(episode)
+                return ("running" if episode.started else "cancel"), episode
+            state = self._closed.get(key)
+            if state is None:
+                self._journal.tombstone(key)
+            elif state != RESOLVED:
+                self._journal.mark_resolved_key(key)
+            self._closed[key] = RESOLVED  # a late firing of it is ignored, not a duplicate
+            return "closed", None
+
+    def reset(self) -> None:
+        """Forget closed episodes (open ones go on)."""
+        with self.lock:
+            self._closed.clear()
+
+    def open_episodes(self) -> int:
+        """Open episodes with a key (for tests and metrics)."""
+        with self.lock:
+            return len(self._open)
+
+
+def _pending(future: Future[bool] | None) -> Future[bool] | None:
+    return None if future is None or (future.done() and future.result()) else future

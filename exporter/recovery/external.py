@@ -1,0 +1,161 @@
+"""Actions on other processes: commands (argv, never a shell), HTTP calls, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+from typing import Any
+
+from exporter.config.recovery import CommandActionConfig, HttpActionConfig, SignalActionConfig
+from exporter.recovery import launch
+from exporter.recovery.actions import ActionContext
+from exporter.recovery.types import ActionResult
+
+OUTPUT_TAIL = launch.OUTPUT_TAIL
+_LABEL_NAME = re.compile(r"[^A-Z0-9_]")
+
+
+def label_environment(labels: dict[str, str], base: dict[str, str]) -> dict[str, str]:
+    """base plus MEDIC_LABEL_<NAME>=value per label; names sanitised, existing keys kept."""
+    env = dict(base)
+    for key, value in labels.items():
+        name = "MEDIC_LABEL_" + _LABEL_NAME.sub("_", key.upper())[:64]
+        if name not in env and "\0" not in value:
+            env[name] = value[:4096]
+    return env
+
+
+def exit_result(code: int, output: str) -> ActionResult:
+    """An ActionResult from a command's exit status and the tail of its output."""
+    if code == 0:
+        return ActionResult(True, output)
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return ActionResult(False, f"killed by {name}: {output}".rstrip(": "))
+    return ActionResult(False, f"exit status {code}: {output}".rstrip(": "))
+
+
+class CommandAction:
+    """A configured argv, started behind a gate once its pid is recorded (see launch.py);
+    killed, its whole process group, on timeout; left running when medic stops."""
+
+    def __init__(self, name: str, config: CommandActionConfig) -> None:
+        self.name = name
+        self._argv = list(config.argv)
+        self._cwd = config.cwd
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        """Succeeds on exit status 0; the output's tail goes into the detail."""
+        if ctx.dry_run:
+            return ActionResult(True, f"would run {self._argv}")
+        env = label_environment(ctx.event.labels, dict(os.environ))
+        env.setdefault("MEDIC_FAILURE_TYPE", ctx.event.failure_type)
+        env.setdefault("MEDIC_EPISODE", ctx.episode)
+        env.setdefault("MEDIC_ATTEMPT", str(ctx.attempt_id))
+        program = self._argv[0]
+        where = os.path.join(self._cwd or "", program) if "/" in program else None
+        if (shutil.which(program, path=env.get("PATH")) if where is None
+                else where if os.access(where, os.X_OK) else None) is None:  # fmt: skip
+            return ActionResult(False, f"cannot run {program}: No such file or directory")
+        assert ctx.runs is not None, "the engine gives commands a runs directory"
+        files = launch.RunFiles.of(ctx.runs, ctx.attempt_id)
+        try:
+            started = launch.spawn(self._argv, files, env, self._cwd)
+        except OSError as exc:
+            return ActionResult(False, f"cannot run {program}: {exc.strerror or exc}")
+        try:
+            recorded = await ctx.record_launch(started.launch)
+        except BaseException:
+            started.hold_back()  # nothing runs: the wrapper reads end-of-file and exits
+            raise
+        if not recorded:
+            started.hold_back()
+            await started.wait()
+            files.remove()
+            return ActionResult(False, "not started: the journal could not record its process")
+        started.release()
+        try:
+            code = await started.wait()
+        except asyncio.CancelledError:
+            if not ctx.stopping():  # the rung's timeout: the whole group goes
+                started.kill()
+            raise  # medic stops: the command goes on, and the next medic adopts it
+        if code is None:
+            code = files.exit_status()
+        result = exit_result(-9 if code is None else code, files.output_tail())
+        files.remove()
+        return result
+
+
+class HttpAction:
+    """A request to a configured URL; the body carries only a closed set of alert fields."""
+
+    def __init__(self, name: str, config: HttpActionConfig) -> None:
+        self.name = name
+        self._config = config
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        """Succeeds on a 2xx answer."""
+        import httpx  # noqa: PLC0415 - only processes with http actions pay for the import
+
+        config = self._config
+        if ctx.dry_run:
+            return ActionResult(True, f"would {config.method} {config.url}")
+        event = ctx.event
+        fields: dict[str, Any] = {
+            "failure_type": event.failure_type,
+            "source": event.source,
+            "dedup_key": event.dedup_key,
+            "fingerprint": event.fingerprint,
+            "starts_at": event.starts_at,
+            "labels": dict(event.labels),
+        }
+        body = {key: fields[key] for key in config.body_fields}
+        content = json.dumps(body).encode() if config.body_fields else None
+        headers = dict(config.headers)
+        if content is not None:
+            headers.setdefault("Content-Type", "application/json")
+        try:
+            async with httpx.AsyncClient(follow_redirects=False) as client:
+                response = await client.request(
+                    config.method, config.url, content=content, headers=headers
+                )
+        except httpx.HTTPError as exc:
+            return ActionResult(False, f"{type(exc).__name__}: {exc}")
+        text = response.text[:OUTPUT_TAIL]
+        if 200 <= response.status_code < 300:
+            return ActionResult(True, f"{response.status_code} {text}".strip())
+        return ActionResult(False, f"HTTP {response.status_code}: {text}".strip())
+
+
+class SignalAction:
+    """Send a configured signal to the pid written in a pidfile."""
+
+    def __init__(self, name: str, config: SignalActionConfig) -> None:
+        self.name = name
+        self._pidfile = config.pidfile
+        self._signal = signal.Signals[config.signal]
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        """Succeeds when the process existed and received the signal."""
+        try:
+            with open(self._pidfile, encoding="ascii") as handle:
+                pid = int(handle.read().strip())
+        except (OSError, ValueError) as exc:
+            return ActionResult(False, f"cannot read a pid from {self._pidfile}: {exc}")
+        if pid <= 1 or pid == os.getpid():
+            return ActionResult(False, f"refusing to signal pid {pid}")
+        if ctx.dry_run:
+            return ActionResult(True, f"would send {self._signal.name} to {pid}")
+        try:
+            os.kill(pid, self._signal)
+        except (ProcessLookupError, PermissionError) as exc:
+            return ActionResult(False, f"{self._signal.name} to {pid}: {exc.strerror or exc}")
+        return ActionResult(True, f"sent {self._signal.name} to {pid}")

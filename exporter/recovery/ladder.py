@@ -1,0 +1,386 @@
+"""Walking one episode's ladder, rung by rung.
+
+For each rung: a resolved alert cancels it; the rung gates may skip it; otherwise its start
+is recorded and committed (held while the journal cannot commit), only then the action
+runs, under its timeout, and the failure type's checks are re-run to verify. The rung's end
+and, when the ladder is over, the episode's final state are recorded as one group each.
+
+Guarantees this file keeps: an action starts only after its start record is committed; a
+rung whose start was committed is never started again (after a crash it is adopted, taken
+as finished, or treated as interrupted), except a command the journal proves never ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from exporter.checks import HealthChecker
+from exporter.clock import Clock
+from exporter.config.recovery import CooldownConfig, FailureConfig, RecoveryConfig, RungConfig
+from exporter.recovery import launch
+from exporter.recovery.accounting import Accounting
+from exporter.recovery.actions import Action, ActionContext, run_in_daemon_thread
+from exporter.recovery.claims import Claims
+from exporter.recovery.episode import Episode, Launch
+from exporter.recovery.external import exit_result
+from exporter.recovery.gates import BreakerGate, Gates, Settle, Step, Verdict
+from exporter.recovery.journal import Cooldown, Journal
+from exporter.recovery.types import LADDER, ActionResult, Outcome, RecoveryAttempt
+from exporter.resilience import BreakerRegistry, BreakerSettings
+from exporter.storage.sqlite import committed
+
+log = logging.getLogger(__name__)
+
+HOLD_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Seconds between tries to record a rung's start while the journal cannot commit."""
+
+
+class Ladder:
+    """Runs episodes' ladders on the engine's loop."""
+
+    def __init__(
+        self,
+        config: RecoveryConfig,
+        *,
+        journal: Journal,
+        claims: Claims,
+        accounting: Accounting,
+        gates: Gates,
+        actions: Callable[[str], Action],
+        health: HealthChecker,
+        breakers: BreakerRegistry,
+        breaker_settings: BreakerSettings,
+        clock: Clock,
+        runs: Path,
+        stopping: Callable[[], bool],
+    ) -> None:
+        self._config = config
+        self._journal = journal
+        self._claims = claims
+        self._accounting = accounting
+        self._gates = gates
+        self._actions = actions
+        self._health = health
+        self._breakers = breakers
+        self._breaker_settings = breaker_settings
+        self._clock = clock
+        self._runs = runs
+        self._stopping = stopping
+
+    # --- the walk -----------------------------------------------------------------------
+    async def walk(self, episode: Episode) -> None:
+        """Walk the episode's ladder from its current rung to a final state."""
+        ladder = self._config.failures.get(episode.failure_type)  # type: ignore[call-overload]
+        if ladder is None:
+            await self.end(episode, Outcome.CANCELLED, "its failure type has no ladder now")
+            return
+        if episode.resume is not None and await self._resume(episode, ladder):
+            return
+        while episode.rung < len(ladder.ladder):
+            rung = ladder.ladder[episode.rung]
+            if not self._claims.start(episode):
+                await self.cancel(episode, f"resolved before rung {episode.rung + 1} started")
+                return
+            verdict = self._gates.check(Step(episode, rung))
+            assert verdict.kind != "wait", "rung gates admit or skip"
+            if verdict.kind == "skip":
+                if await self._skipped(episode, rung, verdict):
+                    return
+                continue
+            outcome = await self._run(episode, ladder, rung, verdict.settle)
+            if outcome is Outcome.SUCCEEDED:
+                return
+        detail = f"none of {len(ladder.ladder)} rungs recovered it; a person is needed"
+        await self.end(
+            episode, Outcome.EXHAUSTED, detail, cooldown=self._cooldown(episode, ladder, False)
+        )
+
+    async def _skipped(self, episode: Episode, rung: RungConfig, verdict: Verdict) -> bool:
+        """Record a rung a gate skipped; True when that ends the ladder."""
+        assert verdict.outcome is not None
+        detail = verdict.detail
+        if verdict.outcome is Outcome.DRY_RUN:
+            described = await self._actions(rung.action).run(self._context(episode, rung, 0))
+            detail = described.detail
+        record = self._record(episode, rung.action, verdict.outcome, detail, episode.rung)
+        if verdict.ends_ladder:
+            await self.end(episode, verdict.outcome, detail, record=record)
+            return True
+        episode.rung += 1
+        self._journal.skip_rung(episode, record)
+        self._accounting.finished(record)
+        return False
+
+    async def _run(
+        self, episode: Episode, ladder: FailureConfig, rung: RungConfig, settle: tuple[Settle, ...]
+    ) -> Outcome:
+        """Record the rung's start, run it, verify, record its end."""
+        attempt = self._journal.new_attempt(self._attempt(episode, rung.action, episode.rung))
+        episode.attempt, episode.launch = attempt, None
+        try:
+            await self._hold_until_started(episode, attempt)
+        except BaseException:  # medic stops before the action started: it never ran
+            for each in settle:
+                each(None)
+            episode.attempt = None
+            never = "medic stopped before the action started; it never ran"
+            self._journal.end_rung(episode, attempt, Outcome.INTERRUPTED, never)
+            raise
+        self._accounting.started(attempt)
+        started = self._clock.monotonic()
+        ctx = self._context(episode, rung, attempt.id)
+        try:
+            async with asyncio.timeout(rung.timeout):
+                result = await self._actions(rung.action).run(ctx)
+        except TimeoutError:
+            result = ActionResult(False, f"no result in {rung.timeout:g}s")
+            outcome: Outcome | None = Outcome.TIMEOUT
+        except asyncio.CancelledError:
+            for each in settle:
+                each(None)
+            self._stopped_during(episode, attempt)
+            raise
+        except Exception as exc:
+            result, outcome = ActionResult(False, f"{type(exc).__name__}: {exc}"), None
+        else:
+            outcome = None
+        for each in settle:
+            each(None if result.unavailable else result.ok)
+        return await self._conclude(
+            episode, ladder, rung, attempt, result, outcome=outcome, started=started
+        )
+
+    async def _conclude(
+        self,
+        episode: Episode,
+        ladder: FailureConfig,
+        rung: RungConfig,
+        attempt: RecoveryAttempt,
+        result: ActionResult,
+        *,
+        outcome: Outcome | None,
+        started: float | None,
+    ) -> Outcome:
+        """From an action's result to the rung's outcome; records it, and the episode's end
+        when the ladder is over."""
+        detail = result.detail
+        if outcome is None:
+            if result.unavailable:
+                outcome = Outcome.SKIPPED_UNAVAILABLE
+            elif not result.ok:
+                outcome = Outcome.FAILED
+            else:
+                recovered, why = await self._verify(ladder, rung)
+                outcome = Outcome.SUCCEEDED if recovered else Outcome.NOT_RECOVERED
+                detail = (result.detail or why) if recovered else why
+        elapsed = None if started is None else self._clock.monotonic() - started
+        if outcome is Outcome.SUCCEEDED:
+            await self.end(episode, Outcome.SUCCEEDED, detail,
+                           closing=(attempt, outcome, detail, elapsed),
+                           cooldown=self._cooldown(episode, ladder, True))  # fmt: skip
+            return outcome
+        episode.rung += 1
+        episode.attempt = episode.launch = None
+        self._journal.end_rung(episode, attempt, outcome, detail)
+        self._accounting.finished(attempt, elapsed)
+        return outcome
+
+    # --- after a restart ------------------------------------------------------------------
+    async def _resume(self, episode: Episode, ladder: FailureConfig) -> bool:
+        """Deal with the rung that was in flight when the last medic stopped; True when that
+        ended the episode. See resume.py for how `episode.resume` was decided."""
+        how, attempt = episode.resume, episode.attempt
+        episode.resume = None
+        if attempt is None:
+            return False
+        rung = ladder.ladder[min(episode.rung, len(ladder.ladder) - 1)]
+        files = launch.RunFiles.of(self._runs, attempt.id)
+        if how == "never_ran":
+            detail = "medic stopped before the command started; it never ran"
+            episode.attempt = episode.launch = None
+            self._journal.end_rung(episode, attempt, Outcome.INTERRUPTED, detail)
+            self._accounting.finished(attempt)
+            return False  # the same rung runs now: its first start never happened
+        if how in ("adopted", "finished_while_down"):
+            result, outcome = await self._adopt(episode.launch, attempt, rung, files)
+            files.remove()
+            self._settle_breaker(rung.action, result)
+            concluded = await self._conclude(
+                episode, ladder, rung, attempt, result, outcome=outcome, started=None
+            )
+            return concluded is Outcome.SUCCEEDED
+        return await self._interrupted(episode, ladder, rung, attempt, files)
+
+    async def _adopt(
+        self, recorded: Launch | None, attempt: RecoveryAttempt, rung: RungConfig,
+        files: launch.RunFiles,
+    ) -> tuple[ActionResult, Outcome | None]:  # fmt: skip
+        """Wait for a command a previous medic started (to its rung's deadline), then read
+        its exit status."""
+        if recorded is not None and launch.alive(recorded):
+            log.warning("adopting %s (pid %d), started before medic restarted",
+                        attempt.action, recorded.pid)  # fmt: skip
+            remaining = attempt.started + rung.timeout - self._clock.time()
+            try:
+                async with asyncio.timeout(max(0.0, remaining)):
+                    await launch.wait_gone(recorded)
+            except TimeoutError:
+                if launch.alive(recorded):
+                    launch.kill_group(recorded.pid)
+                return ActionResult(
+                    False, f"adopted; no result in {rung.timeout:g}s"
+                ), Outcome.TIMEOUT
+        code = files.exit_status()
+        if code is None:
+            return ActionResult(False, "adopted; it ended without an exit status"), None
+        result = exit_result(code, files.output_tail())
+        return ActionResult(
+            result.ok, f"adopted after a restart: {result.detail}".rstrip(": ")
+        ), None
+
+    async def _interrupted(
+        self, episode: Episode, ladder: FailureConfig, rung: RungConfig,
+        attempt: RecoveryAttempt, files: launch.RunFiles,
+    ) -> bool:  # fmt: skip
+        """The in-flight rung may have run: never start it again. retry_once: verify, then
+        go on with the next rung; give_up (or a second interruption): end for a person."""
+        files.remove()
+        detail = "medic stopped during the action; it may have run, so it is not started again"
+        if attempt.outcome is Outcome.INTERRUPTED:  # recorded at a graceful stop
+            detail = attempt.detail or detail
+        if self._config.interrupted == "retry_once" and episode.interruptions == 0:
+            episode.interruptions += 1
+            recovered, why = await self._verify(ladder, rung) if ladder.verify else (False, "")
+            if recovered:
+                await self.end(episode, Outcome.SUCCEEDED, f"verified after a restart: {why}",
+                               closing=(attempt, Outcome.INTERRUPTED, detail, None),
+                               cooldown=self._cooldown(episode, ladder, True))  # fmt: skip
+                return True
+            episode.rung += 1
+            episode.attempt = episode.launch = None
+            self._journal.end_rung(episode, attempt, Outcome.INTERRUPTED, detail)
+            self._accounting.finished(attempt)
+            return False
+        reason = (f"interrupted by a restart ({self._config.interrupted}, "
+                  f"{episode.interruptions + 1} time(s)); a person is needed")  # fmt: skip
+        await self.end(episode, Outcome.INTERRUPTED, reason,
+                       closing=(attempt, Outcome.INTERRUPTED, detail, None),
+                       cooldown=self._cooldown(episode, ladder, False))  # fmt: skip
+        return True
+
+    def _settle_breaker(self, action: str, result: ActionResult) -> None:
+        """An adopted command's result counts on its action's breaker too."""
+        breaker = self._breakers.get(BreakerGate.name(action), self._breaker_settings)
+        if result.ok:
+            breaker.on_success(False)
+        elif not result.unavailable:
+            breaker.on_error(False)
+
+    # --- ends -----------------------------------------------------------------------------
+    async def cancel(self, episode: Episode, detail: str) -> None:
+        """The episode was resolved before its next rung: cancelled."""
+        self._accounting.result("cancelled_resolved")
+        await self.end(episode, Outcome.CANCELLED, detail)
+
+    async def end(
+        self,
+        episode: Episode,
+        outcome: Outcome,
+        detail: str,
+        *,
+        record: RecoveryAttempt | None = None,
+        closing: tuple[RecoveryAttempt, Outcome, str, float | None] | None = None,
+        cooldown: Cooldown | None = None,
+    ) -> None:
+        """The episode's final state, with a record about the whole ladder unless one is
+        given, or the rung that closes it succeeded (that attempt says it all)."""
+        if record is None and (closing is None or closing[1] is not Outcome.SUCCEEDED):
+            record = self._record(episode, LADDER, outcome, detail, None)
+        self._claims.close(episode, outcome.value)
+        episode.attempt = episode.launch = None
+        attempt_close = None if closing is None else closing[:3]
+        self._journal.end_episode(episode, detail, closing=attempt_close, record=record,
+                                  cooldown=cooldown)  # fmt: skip
+        if closing is not None:
+            self._accounting.finished(closing[0], closing[3])
+        if record is not None:
+            self._accounting.finished(record)
+
+    def _stopped_during(self, episode: Episode, attempt: RecoveryAttempt) -> None:
+        """medic stops while the rung runs. A command goes on (the next medic adopts it); an
+        action in this process dies with it: recorded interrupted, resumed by the policy."""
+        if episode.launch is not None:
+            return
+        self._journal.interrupt(attempt, "medic stopped during the action")
+        self._accounting.finished(attempt)
+
+    # --- pieces -----------------------------------------------------------------------------
+    async def _hold_until_started(self, episode: Episode, attempt: RecoveryAttempt) -> None:
+        """Record the rung's start and wait for its commit; while the journal cannot commit,
+        nothing runs: try again with backoff (until medic stops)."""
+        tries = 0
+        while not await committed(self._journal.start_rung(episode, attempt)):
+            wait = HOLD_BACKOFF[min(tries, len(HOLD_BACKOFF) - 1)]
+            if tries == 0:
+                log.error("%s: cannot record the start of %s; holding it until the journal "
+                          "commits again", episode.failure_type, attempt.action)  # fmt: skip
+                self._accounting.result("held_journal_down")
+            tries += 1
+            await asyncio.sleep(wait)
+        self._journal.remember(attempt)
+
+    def _context(self, episode: Episode, rung: RungConfig, attempt_id: int) -> ActionContext:
+        async def record_launch(recorded: Launch) -> bool:
+            episode.launch = recorded
+            attempt = episode.attempt
+            assert attempt is not None
+            return await committed(self._journal.record_launch(attempt, recorded))
+
+        return ActionContext(
+            episode.event, dict(rung.params), dry_run=self._config.dry_run,
+            attempt_id=attempt_id, episode=episode.key or f"episode-{episode.id}",
+            runs=self._runs, record_launch=record_launch, stopping=self._stopping,
+        )  # fmt: skip
+
+    async def _verify(self, ladder: FailureConfig, rung: RungConfig) -> tuple[bool, str]:
+        """Re-run the failure type's checks after the settle delay: is the failure gone?"""
+        if not ladder.verify:
+            return True, "no checks to verify with"
+        settle = ladder.settle_delay if rung.settle_delay is None else rung.settle_delay
+        await asyncio.sleep(settle)
+        names = list(ladder.verify)
+        results = await run_in_daemon_thread(lambda: [self._health.run(n) for n in names])
+        failing = [f"{r.name}: {r.reason}" for r in results if not r.ok]
+        if failing:
+            return False, "still failing: " + "; ".join(failing)
+        return True, f"verified by {', '.join(names)}"
+
+    def _cooldown(self, episode: Episode, ladder: FailureConfig, recovered: bool) -> Cooldown:
+        """The failure type's next cooldown: base after a recovery, growing while ladders
+        keep ending without one."""
+        policy: CooldownConfig = ladder.cooldown or self._config.cooldown
+        previous = self._journal.cooldown(episode.failure_type)
+        consecutive = 0 if recovered else (previous.consecutive if previous else 0) + 1
+        length = min(policy.max, policy.base * policy.multiplier ** max(0, consecutive - 1))
+        return Cooldown(self._clock.time() + length, consecutive)
+
+    def _attempt(self, episode: Episode, action: str, rung: int | None) -> RecoveryAttempt:
+        event = episode.event
+        return RecoveryAttempt(
+            id=0, failure_type=event.failure_type, action=action, source=event.source,
+            started=self._clock.time(), fingerprint=event.fingerprint,
+            starts_at=event.starts_at, dedup_key=event.dedup_key, episode_id=episode.id,
+            rung=rung,
+        )  # fmt: skip
+
+    def _record(
+        self, episode: Episode, action: str, outcome: Outcome, detail: str, rung: int | None
+    ) -> RecoveryAttempt:
+        """A final record (a skip, or an end of the whole ladder)."""
+        record = self._attempt(episode, action, rung)
+        record.outcome, record.ended, record.detail = outcome, record.started, detail[:2000]
+        record.dry_run = outcome is Outcome.DRY_RUN
+        return record
