@@ -69,6 +69,8 @@ class Claims:
         with self.lock:
             if key is not None:
                 known = self._open.get(key)
+                if known is not None and known.resolved:
+                    return Claim("ignored_resolved", detail="this episode was already resolved")
                 if known is not None:
                     return Claim("duplicate", known, _pending(known.claimed),
                                  "this episode is already handled")  # fmt: skip
@@ -116,7 +118,7 @@ class Claims:
             if key is not None:
                 if self._open.get(key) is episode:
                     del self._open[key]
-                self._closed[key] = state
+                self._closed[key] = RESOLVED if episode.resolved else state
 
     def resolve(self, key: str) -> tuple[str, Episode | None]:
         """The alert of this episode resolved. Returns what that did: ("cancel", episode)
