@@ -11,7 +11,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from exporter.checks import CheckResult, HealthChecker
-from exporter.checks.base import Probe
+from exporter.checks.base import Observation, Probe
 from exporter.checks.factory import build_check
 from exporter.clock import Clock, SystemClock
 from exporter.config import (
@@ -31,6 +31,7 @@ from exporter.metrics import (
     RenderLoop,
     XidCollector,
 )
+from exporter.metrics.pull import PullCollector
 from exporter.metrics.recovery import RecoveryCollector
 from exporter.metrics.resilience import ResilienceCollector
 from exporter.metrics.webhook import WebhookCollector
@@ -52,6 +53,7 @@ from exporter.storage.sqlite import DB_FILE, Database
 from exporter.version import __version__
 from exporter.webhook.identity import Identity
 from exporter.webhook.intake import Intake
+from exporter.webhook.pull import Puller
 from exporter.webhook.route import WebhookStats
 
 if TYPE_CHECKING:
@@ -60,6 +62,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNS_DIR = "runs"
+PULL_CHECK = "alertmanager_pull"
+"""The check that fails while no Alertmanager peer answers (pull mode only)."""
 """Under the data directory: files of the commands recovery runs (see recovery/launch.py)."""
 
 
@@ -149,6 +153,20 @@ class Medic:
         self.render_loop.watch(lambda: self.recovery.version)
         self.identity = Identity.from_config(config.identity)
         self.intake = Intake(config.webhook, self.recovery, self.identity)
+        self.puller: Puller | None = None
+        pull = config.webhook.pull
+        if pull is not None:
+            self.puller = Puller(
+                pull, self.intake, identity=self.identity, routes=config.webhook.routes,
+                annotation=config.webhook.failure_type_annotation, clock=self.clock,
+                on_change=self.render_loop.invalidate,
+            )  # fmt: skip
+            puller = self.puller
+            self.health.register_probe(
+                PULL_CHECK, lambda: Observation(problems=puller.check()),
+                interval=pull.interval, timeout=min(1.0, pull.interval),
+            )  # fmt: skip
+            self.registry.register(PullCollector(self.puller))
         self.webhook_stats = WebhookStats()
         webhook = WebhookCollector(self.intake, self.webhook_stats)
         self.registry.register(webhook)
@@ -189,6 +207,8 @@ class Medic:
         if self.xid is not None:
             self.xid.start()
         self.recovery.start()
+        if self.puller is not None:
+            self.puller.start()
         self.scheduler.start()
         self._started = True
         log.info("medic %s started with %d checks", __version__, len(self.health.names()))
@@ -198,6 +218,8 @@ class Medic:
         if not self._started:
             return
         self.scheduler.stop()
+        if self.puller is not None:
+            self.puller.stop()
         self.recovery.stop()
         self.health.close()
         if self.xid is not None:

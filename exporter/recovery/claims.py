@@ -67,18 +67,9 @@ class Claims:
             return Claim("journal_down", detail="the recovery journal is unavailable")
         key = event.dedup_key
         with self.lock:
-            if key is not None:
-                known = self._open.get(key)
-                if known is not None and known.resolved:
-                    return Claim("ignored_resolved", detail="this episode was already resolved")
-                if known is not None:
-                    return Claim("duplicate", known, _pending(known.claimed),
-                                 "this episode is already handled")  # fmt: skip
-                state = self._closed.get(key)
-                if state == RESOLVED:
-                    return Claim("ignored_resolved", detail="this episode was already resolved")
-                if state is not None:
-                    return Claim("duplicate", detail="this episode is already handled")
+            known = self._known(key) if key is not None else None
+            if known is not None:
+                return known
             if self.queued >= self._queue_size:
                 return Claim("queue_full", detail=f"{self.queued} events wait already")
             episode = Episode(self._journal.episode_id(), event, self._clock.time())
@@ -87,6 +78,19 @@ class Claims:
                 self._open[key] = episode
             self.queued += 1
         return Claim("accepted", episode, episode.claimed)
+
+    def _known(self, key: str) -> Claim | None:
+        """The answer for a key seen before (self.lock held), or None if it is new."""
+        episode = self._open.get(key)
+        state = RESOLVED if episode is not None and episode.resolved else self._closed.get(key)
+        if state == RESOLVED:
+            return Claim("ignored_resolved", detail="this episode was already resolved")
+        if episode is not None:
+            return Claim("duplicate", episode, _pending(episode.claimed),
+                         "this episode is already handled")  # fmt: skip
+        if state is not None:
+            return Claim("duplicate", detail="this episode is already handled")
+        return None
 
     def forget(self, episode: Episode) -> None:
         """The claim did not commit: as if it never arrived."""

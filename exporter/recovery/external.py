@@ -89,9 +89,9 @@ class CommandAction:
             raise  # medic stops: the command goes on, and the next medic adopts it
         if code is None:
             code = files.exit_status()
-        result = exit_result(-9 if code is None else code, files.output_tail())
-        files.remove()
-        return result
+        # The files stay until the attempt's end is committed (the ladder removes them): a
+        # restart in between must still see that the command ran.
+        return exit_result(-9 if code is None else code, files.output_tail())
 
 
 class HttpAction:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 from exporter.checks import HealthChecker
@@ -127,7 +128,9 @@ class Ladder:
                 each(None)
             episode.attempt = None
             never = "medic stopped before the action started; it never ran"
-            self._journal.end_rung(episode, attempt, Outcome.INTERRUPTED, never)
+            self._closed(
+                attempt, self._journal.end_rung(episode, attempt, Outcome.INTERRUPTED, never)
+            )
             raise
         self._accounting.started(attempt)
         started = self._clock.monotonic()
@@ -184,7 +187,7 @@ class Ladder:
             return outcome
         episode.rung += 1
         episode.attempt = episode.launch = None
-        self._journal.end_rung(episode, attempt, outcome, detail)
+        self._closed(attempt, self._journal.end_rung(episode, attempt, outcome, detail))
         self._accounting.finished(attempt, elapsed)
         return outcome
 
@@ -201,18 +204,19 @@ class Ladder:
         if how == "never_ran":
             detail = "medic stopped before the command started; it never ran"
             episode.attempt = episode.launch = None
-            self._journal.end_rung(episode, attempt, Outcome.INTERRUPTED, detail)
+            self._closed(
+                attempt, self._journal.end_rung(episode, attempt, Outcome.INTERRUPTED, detail)
+            )
             self._accounting.finished(attempt)
             return False  # the same rung runs now: its first start never happened
         if how in ("adopted", "finished_while_down"):
             result, outcome = await self._adopt(episode.launch, attempt, rung, files)
-            files.remove()
             self._settle_breaker(rung.action, result)
             concluded = await self._conclude(
                 episode, ladder, rung, attempt, result, outcome=outcome, started=None
             )
             return concluded is Outcome.SUCCEEDED
-        return await self._interrupted(episode, ladder, rung, attempt, files)
+        return await self._interrupted(episode, ladder, rung, attempt)
 
     async def _adopt(
         self, recorded: Launch | None, attempt: RecoveryAttempt, rung: RungConfig,
@@ -243,11 +247,10 @@ class Ladder:
 
     async def _interrupted(
         self, episode: Episode, ladder: FailureConfig, rung: RungConfig,
-        attempt: RecoveryAttempt, files: launch.RunFiles,
+        attempt: RecoveryAttempt,
     ) -> bool:  # fmt: skip
         """The in-flight rung may have run: never start it again. retry_once: verify, then
         go on with the next rung; give_up (or a second interruption): end for a person."""
-        files.remove()
         detail = "medic stopped during the action; it may have run, so it is not started again"
         if attempt.outcome is Outcome.INTERRUPTED:  # recorded at a graceful stop
             detail = attempt.detail or detail
@@ -261,7 +264,9 @@ class Ladder:
                 return True
             episode.rung += 1
             episode.attempt = episode.launch = None
-            self._journal.end_rung(episode, attempt, Outcome.INTERRUPTED, detail)
+            self._closed(
+                attempt, self._journal.end_rung(episode, attempt, Outcome.INTERRUPTED, detail)
+            )
             self._accounting.finished(attempt)
             return False
         reason = (f"interrupted by a restart ({self._config.interrupted}, "
@@ -302,9 +307,10 @@ class Ladder:
         self._claims.close(episode, outcome.value)
         episode.attempt = episode.launch = None
         attempt_close = None if closing is None else closing[:3]
-        self._journal.end_episode(episode, detail, closing=attempt_close, record=record,
-                                  cooldown=cooldown)  # fmt: skip
+        ended = self._journal.end_episode(episode, detail, closing=attempt_close, record=record,
+                                          cooldown=cooldown)  # fmt: skip
         if closing is not None:
+            self._closed(closing[0], ended)
             self._accounting.finished(closing[0], closing[3])
         if record is not None:
             self._accounting.finished(record)
@@ -316,6 +322,20 @@ class Ladder:
             return
         self._journal.interrupt(attempt, "medic stopped during the action")
         self._accounting.finished(attempt)
+
+    def _closed(self, attempt: RecoveryAttempt, commit: Future[bool] | None) -> None:
+        """Remove a closed attempt's command files once its end is committed, never before:
+        until then a restart reads them to know whether the command ran (see resume.py)."""
+        files = launch.RunFiles.of(self._runs, attempt.id)
+        if commit is None:
+            files.remove()
+            return
+
+        def forget(done: Future[bool]) -> None:
+            if done.result():
+                files.remove()
+
+        commit.add_done_callback(forget)
 
     # --- pieces -----------------------------------------------------------------------------
     async def _hold_until_started(self, episode: Episode, attempt: RecoveryAttempt) -> None:

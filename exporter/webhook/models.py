@@ -75,3 +75,37 @@ class Notification(BaseModel):
 
 NOTIFICATION = TypeAdapter(Notification)
 """Validates raw JSON bytes straight into a Notification (pydantic-core parses them)."""
+
+
+class PulledStatus(BaseModel):
+    """An API v2 alert's state (active, suppressed, unprocessed) and what suppresses it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    state: str = "active"
+    silencedBy: list[str] = Field(default_factory=list)
+    inhibitedBy: list[str] = Field(default_factory=list)
+
+
+class PulledAlert(BaseModel):
+    """One alert of Alertmanager's `GET /api/v2/alerts` (a gettableAlert)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    labels: Labels
+    annotations: Labels = Field(default_factory=dict)
+    startsAt: Annotated[str, Field(min_length=1, max_length=64)]
+    endsAt: str = ""
+    generatorURL: str = ""
+    fingerprint: Annotated[str, Field(min_length=1, max_length=64)]
+    status: PulledStatus = Field(default_factory=PulledStatus)
+
+    def as_alert(self) -> Alert:
+        """The same alert as the webhook would carry it, firing: one episode identity."""
+        return Alert(status="firing", labels=self.labels, annotations=self.annotations,
+                     startsAt=self.startsAt, endsAt=self.endsAt,
+                     generatorURL=self.generatorURL, fingerprint=self.fingerprint)  # fmt: skip
+
+
+PULLED = TypeAdapter(list[PulledAlert])
+"""Validates the body of GET /api/v2/alerts."""

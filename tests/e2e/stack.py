@@ -53,51 +53,101 @@ class Daemon:
 
 
 class Alertmanager(Daemon):
-    """prometheus-alertmanager with clustering off, ready when /-/ready answers."""
+    """prometheus-alertmanager on 127.0.0.1, ready when /-/ready answers.
 
-    def __init__(self, config: str, workdir: Path) -> None:
+    Clustering is off unless `cluster_port` is given (then it gossips with `peers`, other
+    127.0.0.1 cluster ports). `web_config` is its --web.config.file (TLS, basic auth);
+    `client` holds what httpx needs to talk to it then.
+    """
+
+    def __init__(
+        self,
+        config: str,
+        workdir: Path,
+        *,
+        cluster_port: int | None = None,
+        peers: tuple[int, ...] = (),
+        web_config: str | None = None,
+        client: dict[str, Any] | None = None,
+        name: str = "alertmanager",
+    ) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        (workdir / "alertmanager.yml").write_text(config)
+        self.cluster_port = cluster_port
+        scheme = "https" if web_config and "tls_server_config" in web_config else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.client = client or {}
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / f"{name}.yml").write_text(config)
         subprocess.run(
-            [require("amtool"), "check-config", str(workdir / "alertmanager.yml")],
+            [require("amtool"), "check-config", str(workdir / f"{name}.yml")],
             check=True, capture_output=True, timeout=30,
         )  # fmt: skip
-        super().__init__(
-            [
-                require("prometheus-alertmanager"),
-                f"--config.file={workdir / 'alertmanager.yml'}",
-                f"--storage.path={workdir / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                f"--web.external-url={self.url}",
-                "--cluster.listen-address=",
-            ],
-            workdir / "alertmanager.log",
-        )
+        argv = [
+            require("prometheus-alertmanager"),
+            f"--config.file={workdir / f'{name}.yml'}",
+            f"--storage.path={workdir / f'{name}-data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--web.external-url={self.url}",
+        ]
+        if cluster_port is None:
+            argv.append("--cluster.listen-address=")
+        else:
+            argv += [f"--cluster.listen-address=127.0.0.1:{cluster_port}",
+                     "--cluster.gossip-interval=100ms", "--cluster.pushpull-interval=1s",
+                     *(f"--cluster.peer=127.0.0.1:{p}" for p in peers)]  # fmt: skip
+        if web_config is not None:
+            (workdir / f"{name}-web.yml").write_text(web_config)
+            argv.append(f"--web.config.file={workdir / f'{name}-web.yml'}")
+        super().__init__(argv, workdir / f"{name}.log")
 
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"alertmanager exited:\n{self.log()}")
             try:
-                return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+                return self.http("GET", "/-/ready", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
         wait_until(ready, timeout=20, what="alertmanager to be ready")
+
+    def http(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request to its API with the client settings its web config needs."""
+        with httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 5),
+                          **self.client) as client:  # fmt: skip
+            return client.request(method, path, **kwargs)
+
+    def silence(self, matchers: dict[str, str], minutes: int = 60) -> str:
+        """Create a silence through API v2; its id."""
+        now = time.time()
+        body = {
+            "matchers": [{"name": k, "value": v, "isRegex": False, "isEqual": True}
+                         for k, v in matchers.items()],
+            "startsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 1)),
+            "endsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + minutes * 60)),
+            "createdBy": "medic tests", "comment": "maintenance",
+        }  # fmt: skip
+        response = self.http("POST", "/api/v2/silences", json=body)
+        response.raise_for_status()
+        return str(response.json()["silenceID"])
+
+    def active_silences(self) -> int:
+        """Silences this peer knows as active (they gossip from the peer they were made on)."""
+        found = self.http("GET", "/api/v2/silences").json()
+        return sum(1 for item in found if item["status"]["state"] == "active")
 
     def post_alert(self, labels: dict[str, str], *, resolved: bool = False, **extra: Any) -> None:
         """Raise (or, with resolved, end) an alert through Alertmanager's API."""
         alert: dict[str, Any] = {"labels": labels, "annotations": {"summary": "e2e"}, **extra}
         if resolved:
             alert["endsAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
-        response = httpx.post(f"{self.url}/api/v2/alerts", json=[alert], timeout=5)
+        response = self.http("POST", "/api/v2/alerts", json=[alert])
         response.raise_for_status()
 
     def metric(self, name: str, **labels: str) -> float:
         """A value from Alertmanager's own /metrics (0 when absent)."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        text = self.http("GET", "/metrics").text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == name and all(
