@@ -211,7 +211,8 @@ class Medic:
             self.puller.start()
         self.scheduler.start()
         self._started = True
-        log.info("medic %s started with %d checks", __version__, len(self.health.names()))
+        log.info("medic %s started with %d checks; alerts are this host's when: %s",
+                 __version__, len(self.health.names()), self.identity.describe())  # fmt: skip
 
     def stop(self) -> None:
         """Stop scheduling and release anything waiting on a hung check; never blocks on one."""

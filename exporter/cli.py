@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from exporter.config import ConfigError, load_config, summarize
+from exporter.config import Config, ConfigError, is_loopback, load_config, split_listen, summarize
 from exporter.version import __version__
 
 log = logging.getLogger("medic")
@@ -69,7 +69,6 @@ def _run(args: argparse.Namespace) -> int:
 
     # Heavy imports only for `run`: check-config and version stay quick.
     from exporter.app import Medic  # noqa: PLC0415
-    from exporter.config import is_loopback, split_listen  # noqa: PLC0415
     from exporter.server import bind, serve  # noqa: PLC0415
     from exporter.webhook.auth import Authenticator, SecretError  # noqa: PLC0415
 
@@ -95,6 +94,10 @@ def _run(args: argparse.Namespace) -> int:
             "reach it can trigger recovery actions", config.server.listen,
         )  # fmt: skip
 
+    warning = identity_warning(config)
+    if warning:
+        log.warning("%s", warning)
+
     try:
         sock = bind(config.server.listen)
     except OSError as exc:
@@ -106,6 +109,20 @@ def _run(args: argparse.Namespace) -> int:
     _tune_runtime()
     serve(medic, sock, authenticator)
     return 0
+
+
+def identity_warning(config: Config) -> str | None:
+    """What to warn about when a webhook other hosts can reach has no identity section."""
+    host, _ = split_listen(config.server.listen)
+    if config.identity is not None or is_loopback(host):
+        return None
+    return (
+        f"the webhook listens on {config.server.listen} and no `identity` section says which "
+        "alerts are about this host: medic acts on alerts whose node, hostname or instance "
+        "names one of this host's names or addresses, and on alerts that name no host at all. "
+        'In a fleet, set identity.matchers (e.g. node="${NODE_NAME}") and unlabeled: '
+        "other_host, or pull from Alertmanager instead (webhook.pull)"
+    )
 
 
 def _tune_runtime() -> None:

@@ -129,3 +129,18 @@ def test_exits_0_promptly_on_a_signal_while_a_check_is_hung(
     proc.proc.send_signal(sig)
     assert proc.proc.wait(timeout=5) == 0
     assert "Traceback" not in proc.log()
+
+
+def test_an_off_loopback_webhook_without_an_identity_is_warned_about() -> None:
+    from exporter.cli import identity_warning
+    from exporter.config import parse_config
+
+    lone = parse_config("server: {listen: '0.0.0.0:9847'}", env={})
+    warning = identity_warning(lone)
+    assert warning is not None and "no `identity` section" in warning
+    assert "unlabeled: other_host" in warning
+    named = parse_config(
+        "server: {listen: '0.0.0.0:9847'}\nidentity: {matchers: ['node=\"a\"']}", env={}
+    )
+    assert identity_warning(named) is None
+    assert identity_warning(parse_config("server: {listen: '127.0.0.1:9847'}", env={})) is None

@@ -172,4 +172,15 @@ def summarize(config: Config) -> str:
         )
     if config.breakers:
         lines.append(f"breakers: {', '.join(b.name for b in config.breakers)}")
+    if config.identity is None:
+        lines.append("identity: built in (this host's names and addresses)")
+    else:
+        lines.append(f"identity: {', '.join(config.identity.matchers)} "
+                     f"(alerts naming no host: {config.identity.unlabeled})")  # fmt: skip
+    webhook = config.webhook
+    if webhook.routes:
+        lines.append(f"webhook routes: {len(webhook.routes)}")
+    if webhook.pull is not None:
+        lines.append(f"pull: {', '.join(webhook.pull.alertmanagers)} "
+                     f"every {webhook.pull.interval:g}s")  # fmt: skip
     return "\n".join(lines)
