@@ -125,7 +125,7 @@ def test_the_pieces_fit_together() -> None:
     )
     assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
     container = pod["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert env["NVIDIA_VISIBLE_DEVICES"] == "all" and "utility" in env["NVIDIA_DRIVER_CAPABILITIES"]
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     mounts = {m["name"]: m for m in container["volumeMounts"]}
@@ -141,3 +141,33 @@ def test_the_pieces_fit_together() -> None:
     probes = {container["livenessProbe"]["httpGet"]["path"],
               container["readinessProbe"]["httpGet"]["path"]}  # fmt: skip
     assert probes == {"/-/healthy", "/-/ready"}
+
+
+def test_each_node_knows_itself_and_pulls_its_own_alerts(tmp_path: Path) -> None:
+    pod = load("daemonset.yaml")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    relabel = load("servicemonitor.yaml")["spec"]["endpoints"][0]["relabelings"]
+    assert {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"} in relabel
+    text = load("configmap.yaml")["data"]["medic.yml"]
+    path = tmp_path / "medic.yml"
+    path.write_text(text)
+
+    def check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIC_", "NODE_"))}
+        return subprocess.run(
+            [sys.executable, "-m", "exporter", "check-config", str(path)],
+            capture_output=True, text=True, timeout=30, check=False,
+            env={**clean, "MEDIC_DATA_DIR": str(tmp_path), **env},
+        )  # fmt: skip
+
+    ok = check({"NODE_NAME": "gpu-07"})
+    assert ok.returncode == 0, ok.stderr
+    assert 'identity: node="gpu-07" (alerts naming no host: other_host)' in ok.stdout
+    assert "pull: http://alertmanager-main-0.alertmanager-operated" in ok.stdout
+    missing = check({})
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if "NODE_NAME" in t)
+    assert missing.returncode == 1
+    assert f"{path}:{line}: identity.matchers[0]: environment variable NODE_NAME is not set" in (
+        missing.stderr
+    )
