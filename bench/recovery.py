@@ -1,6 +1,10 @@
 """Recovery engine throughput and latency, with the SQLite journal on.
 
     .venv/bin/python -m bench.recovery [--events 20000] [--rate 2000] [--seconds 3]
+    .venv/bin/python -m bench.recovery --compare /tmp/medic-before [--rounds 5]
+
+(--compare runs an older checkout, e.g. a git worktree, and this one in turn, in one run,
+each in its own process, and prints the medians and their ratio.)
 
 The ladder's only rung is a no-op async in-process action; every event is its own episode.
 1. Throughput: submit `events` at once; events/s from the first submit until every attempt
@@ -12,8 +16,14 @@ The ladder's only rung is a no-op async in-process action; every event is its ow
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 from exporter.app import Medic
 from exporter.config import parse_config
@@ -78,12 +88,45 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[max(0, round(pct / 100 * len(ordered)) - 1)] * 1e3
 
 
+def compare(before: Path, args: argparse.Namespace) -> None:
+    """This file run under each tree (PYTHONPATH selects `exporter`), alternating."""
+    found: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    here = Path(__file__).resolve()
+    for n in range(args.rounds):
+        for name, tree in (("before", before), ("after", here.parents[1])):
+            out = subprocess.run(
+                [sys.executable, str(here), "--json", "--events", str(args.events),
+                 "--rate", str(args.rate), "--seconds", str(args.seconds)],
+                capture_output=True, text=True, check=True, cwd=tempfile.gettempdir(),
+                env={**os.environ, "PYTHONPATH": str(tree)},
+            ).stdout  # fmt: skip
+            figures = json.loads(out.strip().splitlines()[-1])
+            found[name].append(figures)
+            line = (f"  {name} round {n + 1}: burst {figures['burst_rate']:,.0f} events/s, "
+                    f"p50 {figures['p50']:.2f} ms, p99 {figures['p99']:.2f} ms")  # fmt: skip
+            print(line, flush=True)
+    med = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+           for name, runs in found.items()}  # fmt: skip
+    for name in ("before", "after"):
+        m = med[name]
+        print(f"{name}: median burst {m['burst_rate']:,.0f} events/s; steady {args.rate}/s: "
+              f"submit -> action start p50 {m['p50']:.2f} ms, p99 {m['p99']:.2f} ms")  # fmt: skip
+    print(f"after / before: burst {med['after']['burst_rate'] / med['before']['burst_rate']:.2f}x, "
+          f"p99 {med['after']['p99'] / med['before']['p99']:.2f}x")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rate", type=int, default=2_000)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--compare", type=Path, metavar="TREE")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="one JSON line of figures")
     args = parser.parse_args()
+    if args.compare is not None:
+        compare(args.compare.resolve(), args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         burst = Run(f"{tmp}/burst", args.events)
         started = time.perf_counter()
@@ -105,6 +148,11 @@ def main() -> None:
             paced.submit(f"p{i}")
         paced.wait_recorded(total)
         paced.close()
+    if args.json:
+        print(json.dumps({"burst_rate": args.events / elapsed, "rows": rows,
+                          "p50": percentile(paced.latencies, 50),
+                          "p99": percentile(paced.latencies, 99)}))  # fmt: skip
+        return
     print(f"burst: {args.events} events in {elapsed:.2f} s = {args.events / elapsed:,.0f} events/s "
           f"through the no-op action; {rows} journal rows committed")  # fmt: skip
     print(

@@ -5,8 +5,13 @@
 A real `medic run` with a route for Alertmanager's real firing body (shared/alertmanager).
 wrk POSTs it at concurrency 16, each request a new episode (its fingerprint varies), while a
 second wrk scrapes /metrics at concurrency 1. The journal is on: afterwards every accepted
-notification must be in it (as an attempt or still in the inbox). Then the same flood runs
-while wrk scrapes a second, idle medic: the floor that the shared cores alone set.
+notification must be in it (one episode each). Then the same flood runs while wrk scrapes
+a second, idle medic: the floor that the shared cores alone set.
+
+    .venv/bin/python -m bench.webhook --compare /tmp/medic-before [--rounds 3]
+
+runs an older checkout (a git worktree) and this one in turn, in one run, and prints the
+medians and their ratio: absolute figures drift between days on shared machines.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import json
 import re
 import sqlite3
+import statistics
 import subprocess
 import tempfile
 import time
@@ -82,15 +88,96 @@ def scrape_during_flood(
     return rps, out, latency_ms(scraped)
 
 
+def persisted(data: Path) -> int:
+    """Notifications the journal holds: episodes (this layout), or attempts plus inbox rows
+    (the first layout, when comparing with an older tree)."""
+    db = sqlite3.connect(data / "medic.db")
+    try:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        if "recovery_inbox" in tables:
+            queries = [
+                "SELECT COUNT(*) FROM recovery_attempts",
+                "SELECT COUNT(*) FROM recovery_inbox",
+            ]
+        else:
+            queries = ["SELECT COUNT(*) FROM recovery_episodes"]
+        return sum(int(db.execute(q).fetchone()[0]) for q in queries)
+    finally:
+        db.close()
+
+
+def flood(root: Path, body: str, duration: int, tree: Path | None, tag: str) -> dict[str, float]:
+    """One medic (from `tree`, else this checkout) under the flood, scraped meanwhile."""
+    data = root / f"data-{tag}"
+    config = root / f"medic-{tag}.yml"
+    config.write_text(CONFIG.format(data=data))
+    scripts = []
+    for n in range(2):  # each flood its own fingerprints: every request a new episode
+        scripts.append(root / f"post-{tag}-{n}.lua")
+        scripts[-1].write_text(LUA.format(body=body, offset=(n + 1) * 10**9))
+    env = {"PYTHONPATH": str(tree)} if tree is not None else None
+    proc, base = start_medic(config, env)
+    try:
+        alone, out_alone = post_load(f"{base}/api/v1/alerts", scripts[0], duration)
+        idle = wrk(f"{base}/metrics", 1, duration, {}, [])
+        rps, out, loaded = scrape_during_flood(
+            f"{base}/metrics", f"{base}/api/v1/alerts", scripts[1], duration
+        )
+    finally:
+        stop(proc)
+    non2xx = [re.search(r"Non-2xx or 3xx responses: (\d+)", o) for o in (out_alone, out)]
+    return {"alone": alone, "rps": rps, "persisted": persisted(data),
+            "answered": (alone + rps) * duration,
+            "non2xx": float(sum(int(m.group(1)) for m in non2xx if m)),
+            "idle_p99": idle["p99_ms"], "p99": loaded["p99"]}  # fmt: skip
+
+
+def compare(before: Path, duration: int, rounds: int) -> None:
+    """The older tree and this checkout, alternating, in one run: medians and ratios."""
+    body = json.dumps(json.loads(BODY.read_text()), separators=(",", ":"))
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in range(rounds):
+            for name, tree in (("before", before), ("after", None)):
+                result = flood(Path(tmp), body, duration, tree, f"{name}{n}")
+                runs[name].append(result)
+                kept = result["persisted"] >= 0.99 * result["answered"]
+                line = (f"  {name} round {n + 1}: {result['alone']:,.0f} notifications/s "
+                        f"alone, {result['rps']:,.0f}/s while scraped, every answered one in "
+                        f"the journal: {kept}; /metrics p99 {result['p99']:.3f} ms (idle "
+                        f"{result['idle_p99']:.3f})")  # fmt: skip
+                print(line, flush=True)
+    med = {name: {k: statistics.median(r[k] for r in found) for k in found[0]}
+           for name, found in runs.items()}  # fmt: skip
+    for name in ("before", "after"):
+        m = med[name]
+        print(f"{name}: median {m['alone']:,.0f} persisted notifications/s at c=16 alone, "
+              f"{m['rps']:,.0f}/s while a back-to-back scraper shares the loop (non-2xx "
+              f"{m['non2xx']:.0f}); /metrics p99 under the flood {m['p99']:.3f} ms")  # fmt: skip
+    ratio = {k: med["after"][k] / med["before"][k] for k in ("alone", "rps", "p99")}
+    print(f"after / before: throughput alone {ratio['alone']:.2f}x, while scraped "
+          f"{ratio['rps']:.2f}x; p99 under the flood {ratio['p99']:.2f}x")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="TREE",
+        help="also run an older checkout (e.g. a git worktree), alternating",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--pin", action="store_true",
         help="medic on CPU 0, the load generators on CPU 1 (the flood niced): medic's own "
              "share of the scrape latency, without the machine's (skips the floor)",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.compare is not None:
+        compare(args.compare.resolve(), args.duration, args.rounds)
+        return
     body = json.dumps(json.loads(BODY.read_text()), separators=(",", ":"))
     floor: dict[str, float] | None = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,15 +210,12 @@ def main() -> None:
             stop(proc)  # a clean stop: the journal is flushed and closed
             if other is not None:
                 stop(other)
-        db = sqlite3.connect(root / "data" / "medic.db")
-        attempts = db.execute("SELECT COUNT(*) FROM recovery_attempts").fetchone()[0]
-        inbox = db.execute("SELECT COUNT(*) FROM recovery_inbox").fetchone()[0]
-        db.close()
+        kept = persisted(root / "data")
     pinned = " (medic pinned to CPU 0, wrk to CPU 1)" if args.pin else ""
     print(f"POST /api/v1/alerts at c=16: {rps:,.0f} notifications/s, "
           f"non-2xx: {non2xx.group(1) if non2xx else 0}{pinned}")  # fmt: skip
-    print(f"journal afterwards: {attempts} attempts + {inbox} inbox rows "
-          f"(every notification accounted for: {attempts + inbox >= total * 0.99})")  # fmt: skip
+    print(f"journal afterwards: {kept} episodes "
+          f"(every notification accounted for: {kept >= total * 0.99})")  # fmt: skip
     print(f"/metrics p99 at c=1: idle {idle['p99_ms']:.3f} ms, under the POST load "
           f"{loaded['p99']:.3f} ms ({loaded['p99'] / idle['p99_ms']:.1f}x); "
           f"p50 {loaded['p50']:.3f}, p90 {loaded['p90']:.3f} ms")  # fmt: skip

@@ -103,9 +103,41 @@ def test_a_cancelled_waiter_leaves_the_shared_batch_future_and_the_writer_alone(
         await asyncio.sleep(0)
         waiter.cancel()
         await asyncio.gather(waiter, return_exceptions=True)
-        assert await storage.committed(future, timeout=5) is True
+        waits = storage.CommitWaits()
+        cancelled = asyncio.ensure_future(waits.committed(future))
+        await asyncio.sleep(0)
+        cancelled.cancel()  # one waiter gone: the others still wait on the shared wake-up
+        assert await waits.committed(future, timeout=5) is True
 
     asyncio.run(wait_and_cancel())
     assert db.write("INSERT INTO t VALUES (?)", (2,)).result(timeout=5) is True
     assert db.query("SELECT n FROM t ORDER BY n") == [(1,), (2,)]
+    db.close()
+
+
+def test_a_group_that_must_not_be_lost_is_tried_again_until_it_commits(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from tests.helpers import wait_until
+
+    monkeypatch.setattr(storage, "RETRY_MAX", 0.05)
+    db = Database(tmp_path / "medic.db")
+    db.script("CREATE TABLE t (n INTEGER NOT NULL UNIQUE); CREATE TABLE filler (x BLOB)")
+    pages = db.query("PRAGMA page_count")[0][0]
+    db.query(f"PRAGMA max_page_count = {pages + 1}")
+    try:  # a full disk
+        for _ in range(10):
+            db.query("INSERT INTO filler VALUES (zeroblob(8192))")
+    except sqlite3.OperationalError:
+        pass
+    big = [("INSERT INTO t VALUES (?)", (n,)) for n in range(1, 2000)]  # needs new pages
+    assert db.write_group(big, retry=True).result(timeout=5) is False
+    plain = [("INSERT INTO t VALUES (?)", (-n,)) for n in range(1, 2000)]
+    assert db.write_group(plain).result(timeout=5) is False
+    poison = db.write_group([("INSERT INTO t VALUES (?)", (None,))], retry=True)  # never commits
+    assert poison.result(timeout=5) is False
+    db.query("PRAGMA max_page_count = 100000")  # room again
+    wait_until(lambda: db.query("SELECT COUNT(*) FROM t")[0][0] == 1999, what="the retry")
+    assert db.query("SELECT COUNT(*) FROM t WHERE n < 0") == [(0,)]  # a plain write is not
+    assert db.write("INSERT INTO t VALUES (?)", (5000,)).result(timeout=5) is True  # unblocked
     db.close()

@@ -4,9 +4,10 @@ Every source (webhook, pull, the app's report_failure, POST /api/v1/failures, th
 start) goes through `claim()`. Under one lock it either finds the episode's key (duplicate,
 or a resolved episode) or creates the episode and queues its row to the journal. A key is
 never forgotten while its episode is open, so a duplicate cannot slip in between arrival
-and action; a duplicate's answer waits for the original claim's commit, so no answer
-promises more than the journal holds. A claim whose commit fails is forgotten again
-(its arrival was answered "could not accept"), so a retry is claimed afresh.
+and action; a duplicate's answer waits for the original claim's commit (even when the
+episode already ended, e.g. skipped by its cooldown before the commit), so no answer
+promises more than the journal holds. A claim whose commit fails is forgotten again, open
+or closed (its arrival was answered "could not accept"), so a retry is claimed afresh.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class Claims:
         self._queue_size = queue_size
         self._open: dict[str, Episode] = {}
         self._closed: dict[str, str] = {}
+        self._unconfirmed: dict[str, Episode] = {}
+        """Closed episodes whose claim has not committed yet: duplicates wait for it."""
         self.queued = 0
         """Open episodes whose ladder has not started (bounded by queue_size)."""
 
@@ -77,27 +80,48 @@ class Claims:
             if key is not None:
                 self._open[key] = episode
             self.queued += 1
+        if episode.claimed is not None:
+            episode.claimed.add_done_callback(lambda done: self._confirmed(episode, done))
         return Claim("accepted", episode, episode.claimed)
+
+    def _confirmed(self, episode: Episode, done: Future[bool]) -> None:
+        """The claim's commit is known (on the journal's writer thread)."""
+        if not done.result():
+            if episode.event.source in DURABLE_SOURCES:
+                self.forget(episode)  # its arrival was answered 503: it will come again
+            else:
+                episode.unclaimed = True  # nobody sends it again: hold it until it commits
+            return
+        key = episode.key
+        if key is not None:
+            with self.lock:
+                if self._unconfirmed.get(key) is episode:
+                    del self._unconfirmed[key]
 
     def _known(self, key: str) -> Claim | None:
         """The answer for a key seen before (self.lock held), or None if it is new."""
-        episode = self._open.get(key)
+        episode = self._open.get(key) or self._unconfirmed.get(key)
         state = RESOLVED if episode is not None and episode.resolved else self._closed.get(key)
+        pending = _pending(episode.claimed) if episode is not None else None
         if state == RESOLVED:
-            return Claim("ignored_resolved", detail="this episode was already resolved")
-        if episode is not None:
-            return Claim("duplicate", episode, _pending(episode.claimed),
-                         "this episode is already handled")  # fmt: skip
-        if state is not None:
-            return Claim("duplicate", detail="this episode is already handled")
+            return Claim("ignored_resolved", episode, pending,
+                         "this episode was already resolved")  # fmt: skip
+        if episode is not None or state is not None:
+            return Claim("duplicate", episode, pending, "this episode is already handled")
         return None
 
     def forget(self, episode: Episode) -> None:
-        """The claim did not commit: as if it never arrived."""
+        """The claim did not commit: as if it never arrived (it may have ended meanwhile)."""
         with self.lock:
-            if episode.key is not None and self._open.get(episode.key) is episode:
-                del self._open[episode.key]
+            episode.dropped = True
+            key = episode.key
+            if key is not None:
+                if self._open.get(key) is episode:
+                    del self._open[key]
+                if self._unconfirmed.pop(key, None) is episode:
+                    self._closed.pop(key, None)
             if not episode.started:
+                episode.started = True  # counted once: it will never start now
                 self.queued -= 1
 
     def start(self, episode: Episode) -> bool:
@@ -119,10 +143,13 @@ class Claims:
                 episode.started = True  # counted once: it will never start now
             episode.state = state
             key = episode.key
-            if key is not None:
+            if key is not None and not episode.dropped:
                 if self._open.get(key) is episode:
                     del self._open[key]
                 self._closed[key] = RESOLVED if episode.resolved else state
+                claimed = episode.claimed
+                if claimed is not None and not claimed.done():
+                    self._unconfirmed[key] = episode
 
     def resolve(self, key: str) -> tuple[str, Episode | None]:
         """The alert of this episode resolved. Returns what that did: ("cancel", episode)

@@ -58,7 +58,7 @@ from exporter.recovery.journal import Journal
 from exporter.recovery.ladder import Ladder
 from exporter.recovery.types import LADDER, FailureEvent, Outcome, RecoveryAttempt
 from exporter.resilience import BreakerRegistry, BreakerSettings
-from exporter.storage.sqlite import committed
+from exporter.storage.sqlite import CommitWaits
 
 __all__ = ["DURATION_BUCKETS", "RecoveryEngine", "Submission"]
 
@@ -121,6 +121,7 @@ class RecoveryEngine:
         self.accounting = Accounting(config.failures, events, self._changed)
         self.claims = Claims(journal, clock, config.queue_size)
         self._dispatcher = Dispatcher(config.workers)
+        self._commits = CommitWaits()  # used on the engine's loop only
         self._episode_gates = Gates(
             CooldownGate(journal, clock),
             OnePerType(self._dispatcher, config.max_waiting_per_type),
@@ -134,7 +135,7 @@ class RecoveryEngine:
             config, journal=journal, claims=self.claims, accounting=self.accounting,
             gates=rung_gates, actions=self._action, health=health, breakers=breakers,
             breaker_settings=self._breaker_settings, clock=clock, runs=self._runs,
-            stopping=lambda: self._stopping,
+            stopping=lambda: self._stopping, commits=self._commits,
         )  # fmt: skip
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -308,9 +309,8 @@ class RecoveryEngine:
     async def _handle(self, episode: Episode) -> None:
         """One episode from its claim to its final state."""
         try:
-            if not await committed(episode.claimed):
-                self.claims.forget(episode)  # its arrival was answered "could not accept"
-                return
+            # The claim's commit is not awaited here: gates and skips need no journal, and
+            # an action waits for its own start record, which commits after the claim.
             if await self._admitted(episode):
                 self.accounting.ladder(+1)
                 try:
@@ -330,6 +330,8 @@ class RecoveryEngine:
     async def _admitted(self, episode: Episode) -> bool:
         """Episode gates, waiting where one says wait; False when the episode ended here."""
         while True:
+            if episode.dropped:  # its claim failed to commit: its arrival got a 503
+                return False
             if episode.resolved and not episode.started:
                 await self._ladder.cancel(episode, "resolved before its ladder started")
                 return False

@@ -41,6 +41,11 @@ class Episode:
     """The in-flight rung's command process, once recorded."""
     started: bool = False
     """A rung has been committed to start: a resolved alert can no longer cancel it."""
+    dropped: bool = False
+    """Its claim failed to commit and its source retries (an alert): it never existed."""
+    unclaimed: bool = False
+    """Its claim failed to commit but nobody retries it (the app's own report): the claim
+    is written again before its first action, which waits until that commits."""
     resume: str | None = None
     """After a restart: what to do with the rung that was in flight (see resume.py)."""
 

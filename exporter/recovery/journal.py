@@ -160,14 +160,20 @@ class Journal:
         return value
 
     # --- episode lifecycle (each method is one atomic write group) ------------------------
-    def _group(self, statements: list[Statement]) -> Future[bool] | None:
-        return None if self.db is None else self.db.write_group(statements)
+    def _group(self, statements: list[Statement], *, retry: bool = False) -> Future[bool] | None:
+        return None if self.db is None else self.db.write_group(statements, retry=retry)
+
+    def _lasting(self, statements: list[Statement]) -> Future[bool] | None:
+        """A record that must not be lost (what happened): tried again until it commits.
+        Its statements are idempotent and safe late (conditional on the state they end)."""
+        return self._group(statements, retry=True)
 
     def add_episode(self, episode: Episode) -> Future[bool] | None:
         """The claim: a queued episode."""
         event, now = episode.event, self._clock.time()
+        # OR REPLACE: an app's claim that failed to commit is written again (its id stays).
         return self._group([(
-            f"INSERT INTO recovery_episodes ({EPISODE_COLUMNS}, updated) "  # noqa: S608
+            f"INSERT OR REPLACE INTO recovery_episodes ({EPISODE_COLUMNS}, updated) "  # noqa: S608
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (episode.id, event.dedup_key, event.failure_type, event.source,
              to_json(event.labels).decode(), event.fingerprint, event.starts_at, event.detail,
@@ -177,7 +183,7 @@ class Journal:
     def tombstone(self, key: str) -> Future[bool] | None:
         """A resolved alert for an episode never seen firing: a later firing is ignored."""
         now = self._clock.time()
-        return self._group([(
+        return self._lasting([(
             "INSERT OR IGNORE INTO recovery_episodes (id, dedup_key, failure_type, source, "
             "state, received, updated) VALUES (?, ?, '', 'alert', 'resolved', ?, ?)",
             (self.episode_id(), key, now, now),
@@ -185,14 +191,14 @@ class Journal:
 
     def mark_resolved(self, episode: Episode) -> Future[bool] | None:
         """The episode's alert resolved (its next rung will not start)."""
-        return self._group([(
+        return self._lasting([(
             "UPDATE recovery_episodes SET resolved = 1, updated = ? WHERE id = ?",
             (self._clock.time(), episode.id),
         )])  # fmt: skip
 
     def mark_resolved_key(self, key: str) -> Future[bool] | None:
         """A closed episode's alert resolved: a late firing of it is ignored."""
-        return self._group([(
+        return self._lasting([(
             "UPDATE recovery_episodes SET resolved = 1, updated = ? WHERE dedup_key = ?",
             (self._clock.time(), key),
         )])  # fmt: skip
@@ -201,7 +207,7 @@ class Journal:
         """Rung `attempt.rung` starts: the episode runs it, the attempt is recorded. (Call
         remember() once it committed: a start that failed to commit is written again.)"""
         return self._group([
-            self._insert(attempt),
+            self._insert(attempt, replace=True),  # written again if it failed to commit
             ("UPDATE recovery_episodes SET state = 'running', rung = ?, attempt_id = ?, "
              "interruptions = ?, updated = ? WHERE id = ?",
              (attempt.rung, attempt.id, episode.interruptions, attempt.started, episode.id)),
@@ -219,20 +225,22 @@ class Journal:
     ) -> Future[bool] | None:
         """The rung in flight ended without ending the ladder: the next one is due."""
         self._close(attempt, outcome, detail)
-        return self._group([
+        return self._lasting([
             self._update(attempt),
+            # Only while this attempt is the one in flight: a late retry changes nothing else.
             ("UPDATE recovery_episodes SET rung = ?, attempt_id = NULL, interruptions = ?, "
-             "updated = ? WHERE id = ?",
-             (episode.rung, episode.interruptions, attempt.ended, episode.id)),
+             "updated = ? WHERE id = ? AND attempt_id = ?",
+             (episode.rung, episode.interruptions, attempt.ended, episode.id, attempt.id)),
         ])  # fmt: skip
 
     def skip_rung(self, episode: Episode, attempt: RecoveryAttempt) -> Future[bool] | None:
         """A rung a gate skipped (already final) and the ladder goes on."""
         self._remember(attempt)
-        return self._group([
-            self._insert(attempt),
-            ("UPDATE recovery_episodes SET state = 'running', rung = ?, updated = ? WHERE id = ?",
-             (episode.rung, attempt.started, episode.id)),
+        return self._lasting([
+            self._insert(attempt, replace=True),
+            ("UPDATE recovery_episodes SET state = 'running', rung = ?, updated = ? "  # noqa: S608
+             f"WHERE id = ? AND state IN {_OPEN} AND rung < ?",
+             (episode.rung, attempt.started, episode.id, episode.rung)),
         ])  # fmt: skip
 
     def end_episode(
@@ -254,7 +262,7 @@ class Journal:
             statements.append(self._update(attempt))
         if record is not None:
             self._remember(record)
-            statements.append(self._insert(record))
+            statements.append(self._insert(record, replace=True))
         if cooldown is not None:
             statements.append(self._cooldown(episode.failure_type, cooldown))
         statements.append((
@@ -262,18 +270,18 @@ class Journal:
             "interruptions = ?, updated = ? WHERE id = ?",
             (episode.state, reason[:2000], episode.interruptions, now, episode.id),
         ))  # fmt: skip
-        return self._group(statements)
+        return self._lasting(statements)
 
     def interrupt(self, attempt: RecoveryAttempt, detail: str) -> Future[bool] | None:
         """The rung in flight was cut off (medic stops): closed as interrupted, still the
         episode's attempt in flight, so the next start applies the interrupted policy."""
         self._close(attempt, Outcome.INTERRUPTED, detail)
-        return self._group([self._update(attempt)])
+        return self._lasting([self._update(attempt)])
 
     def record(self, attempt: RecoveryAttempt) -> Future[bool] | None:
         """A final record outside any episode's lifecycle (a duplicate arrival)."""
         self._remember(attempt)
-        return self._group([self._insert(attempt)])
+        return self._lasting([self._insert(attempt, replace=True)])
 
     def new_attempt(self, attempt: RecoveryAttempt) -> RecoveryAttempt:
         """Give an attempt its id."""
@@ -295,9 +303,10 @@ class Journal:
         attempt.outcome, attempt.ended, attempt.detail = outcome, self._clock.time(), detail[:2000]
 
     @staticmethod
-    def _insert(a: RecoveryAttempt) -> Statement:
+    def _insert(a: RecoveryAttempt, replace: bool = False) -> Statement:
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
         return (
-            f"INSERT INTO recovery_attempts ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+            f"{verb} INTO recovery_attempts ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (a.id, a.failure_type, a.action, a.source, a.fingerprint, a.starts_at, a.dedup_key,
              a.started, a.ended, a.outcome.value, a.detail, int(a.dry_run), a.episode_id,
              a.rung),
@@ -314,9 +323,10 @@ class Journal:
         with self._lock:
             self._cooldowns[failure_type] = cooldown
         return (
+            # A late retry never moves a newer cooldown back.
             "INSERT INTO recovery_cooldowns (failure_type, until, consecutive) VALUES (?, ?, ?) "
             "ON CONFLICT(failure_type) DO UPDATE SET until = excluded.until, "
-            "consecutive = excluded.consecutive",
+            "consecutive = excluded.consecutive WHERE excluded.until >= until",
             (failure_type, cooldown.until, cooldown.consecutive),
         )
 

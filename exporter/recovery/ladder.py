@@ -31,11 +31,17 @@ from exporter.recovery.gates import BreakerGate, Gates, Settle, Step, Verdict
 from exporter.recovery.journal import Cooldown, Journal
 from exporter.recovery.types import LADDER, ActionResult, Outcome, RecoveryAttempt
 from exporter.resilience import BreakerRegistry, BreakerSettings
-from exporter.storage.sqlite import committed
+from exporter.storage.sqlite import CommitWaits
 
 log = logging.getLogger(__name__)
 
 HOLD_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class Dropped(Exception):
+    """The episode's claim failed to commit: it must not act."""
+
+
 """Seconds between tries to record a rung's start while the journal cannot commit."""
 
 
@@ -57,8 +63,10 @@ class Ladder:
         clock: Clock,
         runs: Path,
         stopping: Callable[[], bool],
+        commits: CommitWaits,
     ) -> None:
         self._config = config
+        self._commits = commits
         self._journal = journal
         self._claims = claims
         self._accounting = accounting
@@ -92,7 +100,7 @@ class Ladder:
                     return
                 continue
             outcome = await self._run(episode, ladder, rung, verdict.settle)
-            if outcome is Outcome.SUCCEEDED:
+            if outcome is Outcome.SUCCEEDED or episode.dropped:
                 return
         detail = f"none of {len(ladder.ladder)} rungs recovered it; a person is needed"
         await self.end(
@@ -123,6 +131,13 @@ class Ladder:
         episode.attempt, episode.launch = attempt, None
         try:
             await self._hold_until_started(episode, attempt)
+        except Dropped:  # its claim never committed: its arrival was refused, nothing runs
+            for each in settle:
+                each(None)
+            episode.attempt = None
+            self._claims.forget(episode)
+            self._journal.end_rung(episode, attempt, Outcome.INTERRUPTED, "its claim failed")
+            return Outcome.INTERRUPTED
         except BaseException:  # medic stops before the action started: it never ran
             for each in settle:
                 each(None)
@@ -339,25 +354,41 @@ class Ladder:
 
     # --- pieces -----------------------------------------------------------------------------
     async def _hold_until_started(self, episode: Episode, attempt: RecoveryAttempt) -> None:
-        """Record the rung's start and wait for its commit; while the journal cannot commit,
-        nothing runs: try again with backoff (until medic stops)."""
+        """Record the rung's start and wait for its commit. While the journal cannot commit,
+        nothing runs: try again with backoff (until medic stops). Raises Dropped when the
+        episode's claim failed and its source retries (the arrival was refused)."""
         tries = 0
-        while not await committed(self._journal.start_rung(episode, attempt)):
-            wait = HOLD_BACKOFF[min(tries, len(HOLD_BACKOFF) - 1)]
+        while True:
+            started = await self._commits.committed(self._started(episode, attempt))
+            # Batches commit in order: the claim's batch is done by now.
+            claimed = episode.claimed is None or episode.claimed.result()
+            if started and claimed:
+                break
+            if episode.dropped:
+                raise Dropped
+            if not claimed:
+                episode.unclaimed = True  # an app's report: written again, then run
             if tries == 0:
                 log.error("%s: cannot record the start of %s; holding it until the journal "
                           "commits again", episode.failure_type, attempt.action)  # fmt: skip
                 self._accounting.result("held_journal_down")
+            await asyncio.sleep(HOLD_BACKOFF[min(tries, len(HOLD_BACKOFF) - 1)])
             tries += 1
-            await asyncio.sleep(wait)
         self._journal.remember(attempt)
+
+    def _started(self, episode: Episode, attempt: RecoveryAttempt) -> Future[bool] | None:
+        """Queue the rung's start record, after the claim again if that failed to commit."""
+        if episode.unclaimed:
+            episode.unclaimed = False
+            episode.claimed = self._journal.add_episode(episode)
+        return self._journal.start_rung(episode, attempt)
 
     def _context(self, episode: Episode, rung: RungConfig, attempt_id: int) -> ActionContext:
         async def record_launch(recorded: Launch) -> bool:
             episode.launch = recorded
             attempt = episode.attempt
             assert attempt is not None
-            return await committed(self._journal.record_launch(attempt, recorded))
+            return await self._commits.committed(self._journal.record_launch(attempt, recorded))
 
         return ActionContext(
             episode.event, dict(rung.params), dry_run=self._config.dry_run,

@@ -14,7 +14,7 @@ from pydantic_core import to_json
 from starlette.types import Receive, Scope, Send
 
 from exporter.asgi import ClientGone, Headers, Turns, header, read_body, respond
-from exporter.storage.sqlite import committed
+from exporter.storage.sqlite import CommitWaits
 from exporter.webhook.auth import Authenticator
 from exporter.webhook.intake import Intake
 from exporter.webhook.models import NOTIFICATION, Notification
@@ -74,6 +74,7 @@ class AlertsEndpoint:
         self._auth = authenticator
         self._max_body = max_body
         self._turns = Turns()
+        self._commits = CommitWaits()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -109,7 +110,7 @@ class AlertsEndpoint:
     async def _accept(self, notification: Notification) -> tuple[int, bytes, Headers | None]:
         summary = self._intake.handle(notification)
         for claim in summary.persisted:
-            if not await committed(claim, COMMIT_WAIT):
+            if not await self._commits.committed(claim, COMMIT_WAIT):
                 log.error("the journal did not commit an alert's claim within %gs; asking "
                           "Alertmanager to retry", COMMIT_WAIT)  # fmt: skip
                 return 503, to_json({"error": "the journal is not committing"}), RETRY_LATER

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import sqlite3
@@ -251,3 +252,36 @@ def test_a_journal_that_cannot_commit_answers_503_and_the_retry_is_a_duplicate(
     assert retry.status_code == 202 and retry.json()["duplicate"] == 1
     # The claim did commit once the lock was gone: the action ran once, after it.
     assert sorted(attempts(medic)) == [("ladder", "skipped_duplicate"), ("restart", "succeeded")]
+
+
+def test_a_claim_that_fails_to_commit_is_forgotten_and_the_retry_runs_once(
+    tmp_path: Path,
+) -> None:
+    medic = Medic(parse_config(f"data_dir: {tmp_path}\n" + ROUTES.format(extra=""), env={}))
+    ran: list[str] = []
+
+    def restart() -> bool:
+        ran.append("restart")
+        return True
+
+    medic.actions.register("restart", restart)
+    # 40 KiB of labels: the claim's row needs new pages, which a full disk does not give.
+    labels = {**FIRING["alerts"][0]["labels"], **{f"l{n}": "x" * 400 for n in range(100)}}
+    heavy = body(FIRING, labels=labels)
+    with serving(medic) as url:
+        assert medic.db is not None
+        pages = medic.db.query("PRAGMA page_count")[0][0]
+        medic.db.query(f"PRAGMA max_page_count = {pages + 1}")
+        medic.db.query("CREATE TABLE filler (x BLOB)")
+        with contextlib.suppress(sqlite3.OperationalError):
+            for _ in range(10):
+                medic.db.query("INSERT INTO filler VALUES (zeroblob(8192))")
+        refused = post(url, heavy)
+        assert refused.status_code == 503 and "not committing" in refused.json()["error"]
+        medic.db.query("PRAGMA max_page_count = 100000")  # room again
+        retry = post(url, heavy)  # Alertmanager sends it again
+        assert retry.status_code == 202 and retry.json()["accepted"] == 1  # claimed afresh
+        assert medic.recovery.wait_idle(10)
+        again = post(url, heavy)
+        assert again.json()["duplicate"] == 1
+    assert ran == ["restart"]
