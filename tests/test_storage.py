@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 from exporter.storage import sqlite as storage
 from exporter.storage.sqlite import Database
+from tests.helpers import wait_until
+
+
+@contextlib.contextmanager
+def writer_parked(db: Database) -> Iterator[None]:
+    """Park the writer behind a first write (it waits for the connection's lock), so that
+    every write queued inside the block lands in one batch, committed when it ends."""
+    db.script("CREATE TABLE IF NOT EXISTS park (n INTEGER)")
+    with db._lock:  # the connection: the writer's commit waits for it
+        db.write("INSERT INTO park VALUES (0)")
+        wait_until(lambda: not db._pending, what="the writer to take the first write")
+        yield
 
 
 def test_writes_commit_in_order_and_their_futures_resolve_in_order(tmp_path: Path) -> None:
@@ -49,10 +64,10 @@ def test_a_batch_larger_than_max_batch_commits_in_bounded_transactions(
     tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.setattr(storage, "MAX_BATCH", 7)
-    monkeypatch.setattr(storage, "LINGER", 0.05)  # let the whole burst queue up first
     db = Database(tmp_path / "medic.db")
     db.script("CREATE TABLE t (n INTEGER)")
-    last = [db.write("INSERT INTO t VALUES (?)", (n,)) for n in range(50)][-1]
+    with writer_parked(db):  # the whole burst is one batch
+        last = [db.write("INSERT INTO t VALUES (?)", (n,)) for n in range(50)][-1]
     assert last.result(timeout=5) is True
     assert db.query("SELECT COUNT(*) FROM t") == [(50,)]
     db.close()
@@ -72,13 +87,13 @@ def test_a_failed_batch_resolves_false_and_marks_the_database_unhealthy(tmp_path
 
 def test_a_group_is_never_split_across_transactions(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(storage, "MAX_BATCH", 4)
-    monkeypatch.setattr(storage, "LINGER", 0.05)  # let the whole burst queue up first
     db = Database(tmp_path / "medic.db")
     db.script("CREATE TABLE t (n INTEGER NOT NULL)")
-    for n in range(3):  # the group below starts at the 4th statement: a chunk boundary
-        db.write("INSERT INTO t VALUES (?)", (n,))
     insert = "INSERT INTO t VALUES (?)"
-    group = db.write_group([(insert, (10,)), (insert, (11,)), (insert, (None,))])
+    with writer_parked(db):  # one batch: 3 writes, then a group across the boundary at 4
+        for n in range(3):
+            db.write(insert, (n,))
+        group = db.write_group([(insert, (10,)), (insert, (11,)), (insert, (None,))])
     assert group.result(timeout=5) is False  # its third statement fails ...
     values = [n for (n,) in db.query("SELECT n FROM t ORDER BY n")]
     assert 10 not in values and 11 not in values  # ... and takes the other two with it
@@ -86,19 +101,16 @@ def test_a_group_is_never_split_across_transactions(tmp_path: Path, monkeypatch)
 
 
 def test_a_cancelled_waiter_leaves_the_shared_batch_future_and_the_writer_alone(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path,
 ) -> None:
     # asyncio.wrap_future passes a waiter's cancellation on to the source future; the
     # batch's future is shared, so that used to kill the writer thread for every write.
     import asyncio
 
-    monkeypatch.setattr(storage, "LINGER", 0.2)  # the write is still queued when we cancel
     db = Database(tmp_path / "medic.db")
     db.script("CREATE TABLE t (n INTEGER)")
-    future = db.write("INSERT INTO t VALUES (?)", (1,))
-    assert future.cancel() is False  # nobody can cancel a batch's future
 
-    async def wait_and_cancel() -> None:
+    async def wait_and_cancel(future: Future[bool]) -> None:
         waiter = asyncio.ensure_future(asyncio.wrap_future(future))
         await asyncio.sleep(0)
         waiter.cancel()
@@ -107,9 +119,13 @@ def test_a_cancelled_waiter_leaves_the_shared_batch_future_and_the_writer_alone(
         cancelled = asyncio.ensure_future(waits.committed(future))
         await asyncio.sleep(0)
         cancelled.cancel()  # one waiter gone: the others still wait on the shared wake-up
+        db._lock.release()  # only now may it commit
         assert await waits.committed(future, timeout=5) is True
 
-    asyncio.run(wait_and_cancel())
+    db._lock.acquire()  # the writer's commit waits for the connection
+    future = db.write("INSERT INTO t VALUES (?)", (1,))
+    assert future.cancel() is False  # nobody can cancel a batch's future
+    asyncio.run(wait_and_cancel(future))
     assert db.write("INSERT INTO t VALUES (?)", (2,)).result(timeout=5) is True
     assert db.query("SELECT n FROM t ORDER BY n") == [(1,), (2,)]
     db.close()

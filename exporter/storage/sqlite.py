@@ -42,8 +42,6 @@ class Group:
 DB_FILE = "medic.db"
 """medic's database in its data directory: breaker state and the recovery journal."""
 MAX_BATCH = 1000
-LINGER = 0.002
-"""Seconds the writer waits for more rows before a commit (webhook bench: 3.7k -> 4.3k/s)."""
 
 
 class Database:
@@ -158,11 +156,8 @@ class Database:
                     return [], self._batch, due
                 wait = self._retries[0][0] - time.monotonic() if self._retries else None
                 self._work.wait(wait)
-            lone = len(self._pending) == 1
-        if lone and LINGER:
-            # Under load more rows are a moment away: waiting for them fills the batch,
-            # and one commit for many rows is what keeps throughput up.
-            time.sleep(LINGER)
+        # No linger for more rows: under load they queue up while the previous batch
+        # commits, and a wait here delays every action's start (BENCHMARKS.md, issue 12).
         with self._pending_lock:
             batch, self._pending = self._pending, []
             done, self._batch = self._batch, _batch_future()
