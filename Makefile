@@ -53,13 +53,15 @@ stack:
 venv-bench:
 	@scripts/bootstrap-venv.sh test,torch,bench
 
-bench: venv-bench
+bench: venv-bench stack
 	@scripts/ensure-wrk.sh
 	$(PY) -m bench.scrape
 	$(PY) -m bench.gpu
 	$(PY) -m bench.breaker
 	$(PY) -m bench.recovery
+	$(PY) -m bench.recovery --types 6
 	$(PY) -m bench.webhook
+	$(PY) -m bench.pull
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

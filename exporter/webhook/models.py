@@ -100,6 +100,11 @@ class PulledAlert(BaseModel):
     fingerprint: Annotated[str, Field(min_length=1, max_length=64)]
     status: PulledStatus = Field(default_factory=PulledStatus)
 
+    @property
+    def episode(self) -> str:
+        """The same episode key as the webhook's copy of this alert (Alert.episode)."""
+        return f"{self.fingerprint}@{canonical_time(self.startsAt)}"
+
     def as_alert(self) -> Alert:
         """The same alert as the webhook would carry it, firing: one episode identity."""
         return Alert(status="firing", labels=self.labels, annotations=self.annotations,

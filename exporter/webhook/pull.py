@@ -176,12 +176,13 @@ class Puller:
         answers: list[Answer] = []
         current: set[str] = set()
         for item in pulled:
-            alert = item.as_alert()
-            key = alert.episode
+            key = item.episode
             current.add(key)
-            if key in self._seen:
-                self._seen[key] = (now, alert)
+            known = self._seen.get(key)
+            if known is not None:  # offered before: only note that it is still there
+                self._seen[key] = (now, known[1])
                 continue
+            alert = item.as_alert()
             answer = self._intake.one(alert)
             self._count(answer)
             answers.append(answer)
