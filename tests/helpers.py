@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -17,6 +19,23 @@ import uvicorn
 
 from exporter.app import Medic
 from exporter.server import _Server, bind, bound_url, create_app
+from exporter.storage.sqlite import Database
+
+
+def fill_database(db: Database) -> None:
+    """Make the database's disk full: no write that needs a new page will commit (rows that
+    still fit in a page can) until max_page_count is raised again."""
+    pages = db.query("PRAGMA page_count")[0][0]
+    db.query(f"PRAGMA max_page_count = {pages + 1}")
+    db.query("CREATE TABLE IF NOT EXISTS filler (x BLOB)")
+    with contextlib.suppress(sqlite3.OperationalError):  # "database or disk is full"
+        for _ in range(10):
+            db.query("INSERT INTO filler VALUES (zeroblob(8192))")
+
+
+def make_room(db: Database) -> None:
+    """Space on the disk again."""
+    db.query("PRAGMA max_page_count = 1000000")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:

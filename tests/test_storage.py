@@ -11,7 +11,7 @@ from pathlib import Path
 
 from exporter.storage import sqlite as storage
 from exporter.storage.sqlite import Database
-from tests.helpers import wait_until
+from tests.helpers import fill_database, make_room, wait_until
 
 
 @contextlib.contextmanager
@@ -138,21 +138,15 @@ def test_a_group_that_must_not_be_lost_is_tried_again_until_it_commits(
 
     monkeypatch.setattr(storage, "RETRY_MAX", 0.05)
     db = Database(tmp_path / "medic.db")
-    db.script("CREATE TABLE t (n INTEGER NOT NULL UNIQUE); CREATE TABLE filler (x BLOB)")
-    pages = db.query("PRAGMA page_count")[0][0]
-    db.query(f"PRAGMA max_page_count = {pages + 1}")
-    try:  # a full disk
-        for _ in range(10):
-            db.query("INSERT INTO filler VALUES (zeroblob(8192))")
-    except sqlite3.OperationalError:
-        pass
+    db.script("CREATE TABLE t (n INTEGER NOT NULL UNIQUE)")
+    fill_database(db)
     big = [("INSERT INTO t VALUES (?)", (n,)) for n in range(1, 2000)]  # needs new pages
     assert db.write_group(big, retry=True).result(timeout=5) is False
     plain = [("INSERT INTO t VALUES (?)", (-n,)) for n in range(1, 2000)]
     assert db.write_group(plain).result(timeout=5) is False
     poison = db.write_group([("INSERT INTO t VALUES (?)", (None,))], retry=True)  # never commits
     assert poison.result(timeout=5) is False
-    db.query("PRAGMA max_page_count = 100000")  # room again
+    make_room(db)
     wait_until(lambda: db.query("SELECT COUNT(*) FROM t")[0][0] == 1999, what="the retry")
     assert db.query("SELECT COUNT(*) FROM t WHERE n < 0") == [(0,)]  # a plain write is not
     assert db.write("INSERT INTO t VALUES (?)", (5000,)).result(timeout=5) is True  # unblocked

@@ -89,18 +89,7 @@ class Database:
         in the order their writes were queued, so once a write's future resolves, every
         write queued before it has resolved too.
         """
-        row = (sql, tuple(params))
-        with self._pending_lock:
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write_loop, name="medic-sqlite", daemon=True
-                )
-                self._writer.start()
-            self._pending.append(row)
-            self._queued += 1
-            if len(self._pending) == 1:
-                self._work.notify()
-            return self._batch
+        return self._queue((sql, tuple(params)))
 
     def write_group(self, statements: list[Statement], *, retry: bool = False) -> Future[bool]:
         """Queue statements that commit together or not at all: a batch is never split
@@ -111,14 +100,17 @@ class Database:
         statements must be idempotent and safe to apply late. The future still tells the
         first try.
         """
-        group = Group([(sql, tuple(params)) for sql, params in statements], retry)
+        return self._queue(Group([(sql, tuple(params)) for sql, params in statements], retry))
+
+    def _queue(self, item: Statement | Group) -> Future[bool]:
+        """Add to the next batch (starting the writer on first use); its shared future."""
         with self._pending_lock:
             if self._writer is None:
                 self._writer = threading.Thread(
                     target=self._write_loop, name="medic-sqlite", daemon=True
                 )
                 self._writer.start()
-            self._pending.append(group)
+            self._pending.append(item)
             self._queued += 1
             if len(self._pending) == 1:
                 self._work.notify()

@@ -37,12 +37,11 @@ def canonical_time(value: str) -> str:
 # Field names are Alertmanager's own (camelCase), so the JSON maps without aliases.
 
 
-class Alert(BaseModel):
-    """One alert of a notification; its own status counts, not the group's."""
+class AlertFields(BaseModel):
+    """What the webhook's alerts and API v2's alerts both carry."""
 
     model_config = ConfigDict(extra="allow")
 
-    status: Literal["firing", "resolved"]
     labels: Labels
     annotations: Labels = Field(default_factory=dict)
     startsAt: Annotated[str, Field(min_length=1, max_length=64)]
@@ -52,8 +51,15 @@ class Alert(BaseModel):
 
     @property
     def episode(self) -> str:
-        """(fingerprint, startsAt): the same alert firing again later is a new episode."""
+        """(fingerprint, startsAt): the same alert firing again later is a new episode.
+        The same key however medic heard of it (pushed or pulled)."""
         return f"{self.fingerprint}@{canonical_time(self.startsAt)}"
+
+
+class Alert(AlertFields):
+    """One alert of a notification; its own status counts, not the group's."""
+
+    status: Literal["firing", "resolved"]
 
 
 class Notification(BaseModel):
@@ -87,23 +93,10 @@ class PulledStatus(BaseModel):
     inhibitedBy: list[str] = Field(default_factory=list)
 
 
-class PulledAlert(BaseModel):
+class PulledAlert(AlertFields):
     """One alert of Alertmanager's `GET /api/v2/alerts` (a gettableAlert)."""
 
-    model_config = ConfigDict(extra="allow")
-
-    labels: Labels
-    annotations: Labels = Field(default_factory=dict)
-    startsAt: Annotated[str, Field(min_length=1, max_length=64)]
-    endsAt: str = ""
-    generatorURL: str = ""
-    fingerprint: Annotated[str, Field(min_length=1, max_length=64)]
     status: PulledStatus = Field(default_factory=PulledStatus)
-
-    @property
-    def episode(self) -> str:
-        """The same episode key as the webhook's copy of this alert (Alert.episode)."""
-        return f"{self.fingerprint}@{canonical_time(self.startsAt)}"
 
     def as_alert(self) -> Alert:
         """The same alert as the webhook would carry it, firing: one episode identity."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -204,15 +203,9 @@ recovery:
 
     medic.actions.register("noop", noop)
     assert medic.recovery.journal_healthy
-    import sqlite3
+    from tests.helpers import fill_database, make_room, wait_until
 
-    pages = medic.db.query("PRAGMA page_count")[0][0]
-    medic.db.query(f"PRAGMA max_page_count = {pages + 2}")
-    medic.db.query("CREATE TABLE filler (x BLOB)")
-    with contextlib.suppress(sqlite3.OperationalError):  # fill it: SQLITE_FULL, a full disk
-        for _ in range(100):
-            medic.db.query("INSERT INTO filler VALUES (zeroblob(4096))")
-    from tests.helpers import wait_until
+    fill_database(medic.db)
 
     for n in range(50):  # the app's own reports: accepted, nobody would send them again
         assert medic.report_failure("network_error", dedup_key=f"e{n}").accepted
@@ -225,7 +218,7 @@ recovery:
     assert len(ran) <= started[0][0] and len(ran) < 50
     text = medic.exposition.render().text.decode()
     assert "medic_recovery_journal_up 0.0" in text
-    medic.db.query("PRAGMA max_page_count = 1000000")  # space again
+    make_room(medic.db)
     wait_until(lambda: len(ran) == 50, timeout=30, what="the held actions to run")
     assert medic.recovery.wait_idle(10)
     assert sorted(ran) == sorted(f"e{n}" for n in range(50))  # each once

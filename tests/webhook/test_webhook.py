@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import socket
 import sqlite3
@@ -18,7 +17,7 @@ from exporter.config import parse_config
 from exporter.storage.sqlite import DB_FILE
 from exporter.webhook import route
 from exporter.webhook.matchers import matches_all, parse_matcher
-from tests.helpers import serving
+from tests.helpers import fill_database, make_room, serving
 from tests.test_server import value, wait_for_metric
 from tests.webhook.conftest import FIRING, RESOLVED, ROUTES, body
 
@@ -270,15 +269,10 @@ def test_a_claim_that_fails_to_commit_is_forgotten_and_the_retry_runs_once(
     heavy = body(FIRING, labels=labels)
     with serving(medic) as url:
         assert medic.db is not None
-        pages = medic.db.query("PRAGMA page_count")[0][0]
-        medic.db.query(f"PRAGMA max_page_count = {pages + 1}")
-        medic.db.query("CREATE TABLE filler (x BLOB)")
-        with contextlib.suppress(sqlite3.OperationalError):
-            for _ in range(10):
-                medic.db.query("INSERT INTO filler VALUES (zeroblob(8192))")
+        fill_database(medic.db)
         refused = post(url, heavy)
         assert refused.status_code == 503 and "not committing" in refused.json()["error"]
-        medic.db.query("PRAGMA max_page_count = 100000")  # room again
+        make_room(medic.db)
         retry = post(url, heavy)  # Alertmanager sends it again
         assert retry.status_code == 202 and retry.json()["accepted"] == 1  # claimed afresh
         assert medic.recovery.wait_idle(10)
