@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from exporter.version import __version__
 
 if TYPE_CHECKING:
-    from exporter.app import Medic
     from exporter.checks import (
         CheckResult,
         CheckSpec,
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
         SystemHealthStatus,
     )
     from exporter.config import Config, ConfigError, default_config, load_config
+    from exporter.embedded import Medic
     from exporter.resilience import (
         BreakerRegistry,
         BreakerSettings,
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS = {
-    "Medic": "exporter.app",
+    "Medic": "exporter.embedded",
     "CheckResult": "exporter.checks",
     "CheckSpec": "exporter.checks",
     "HealthChecker": "exporter.checks",

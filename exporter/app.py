@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from prometheus_client import CollectorRegistry
@@ -56,9 +56,6 @@ from exporter.webhook.intake import Intake
 from exporter.webhook.pull import Puller
 from exporter.webhook.route import WebhookStats
 
-if TYPE_CHECKING:
-    from exporter.server import BackgroundServer
-
 log = logging.getLogger(__name__)
 
 RUNS_DIR = "runs"
@@ -97,7 +94,9 @@ class Medic:
     """A configured medic. Nothing runs until start().
 
     Parts an embedding app uses: `health` (checks), `breakers`, `retries`, `degradation`,
-    `actions` (register in-process recovery actions), `report_failure()`.
+    `actions` (register in-process recovery actions), `report_failure()`. Its HTTP API is
+    added above this layer: `exporter.Medic` (exporter/embedded.py) is this plus
+    `asgi_app()` and `serve_in_background()`.
     """
 
     def __init__(
@@ -281,19 +280,6 @@ class Medic:
             )
         if self._started:
             self.scheduler.add(name, spec.interval)
-
-    def asgi_app(self) -> Any:
-        """medic's HTTP API as an ASGI app to mount in the app's own server (e.g.
-        `app.mount("/medic", medic.asgi_app())`); the app starts and stops medic."""
-        from exporter.server import create_app  # noqa: PLC0415 - the server layer sits above
-
-        return create_app(self, manage_lifecycle=False)
-
-    def serve_in_background(self, listen: str = "127.0.0.1:0") -> BackgroundServer:
-        """Start medic and serve its HTTP API from a daemon thread; stop() ends both."""
-        from exporter.server import BackgroundServer  # noqa: PLC0415
-
-        return BackgroundServer(self, listen)
 
     def _on_check_result(self, result: CheckResult | None) -> None:
         if result is not None:

@@ -7,6 +7,7 @@ install, the Docker image and four of deploy/medic.yml's five actions failed.)
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +17,28 @@ SCRIPT = ROOT / "tests" / "fixtures" / "plain" / "actions.py"
 TEST_ONLY = ("pytest", "hypothesis", "trustme", "torch")
 
 
+def tracked_copy(destination: Path) -> Path:
+    """The working tree's files that a commit would hold (tracked, or new and not ignored),
+    copied: pip builds inside the source tree (build/), which must not be the checkout."""
+    command = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    listed = subprocess.run(command, cwd=ROOT, capture_output=True, check=True, timeout=60)
+    names = listed.stdout.split(b"\0")
+    for name in filter(None, (item.decode() for item in names)):
+        source = ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return destination
+
+
 def test_every_action_type_works_on_a_plain_install(tmp_path: Path) -> None:
+    source = tracked_copy(tmp_path / "src")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
     install = subprocess.run(
-        [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", str(ROOT)],
+        [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", str(source)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert install.returncode == 0, install.stdout + install.stderr

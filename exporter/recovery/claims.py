@@ -86,12 +86,11 @@ class Claims:
 
     def _confirmed(self, episode: Episode, done: Future[bool]) -> None:
         """The claim's commit is known (on the journal's writer thread)."""
-        if not done.result():
-            if episode.event.source in DURABLE_SOURCES:
-                self.forget(episode)  # its arrival was answered 503: it will come again
-            else:
-                episode.unclaimed = True  # nobody sends it again: hold it until it commits
+        if not done.result() and episode.event.source in DURABLE_SOURCES:
+            self.forget(episode)  # its arrival was answered 503: it will come again
             return
+        if not done.result():
+            episode.unclaimed = True  # nobody sends it again: hold it until it commits
         key = episode.key
         if key is not None:
             with self.lock:
@@ -174,6 +173,7 @@ class Claims:
         """Forget closed episodes (open ones go on)."""
         with self.lock:
             self._closed.clear()
+            self._unconfirmed.clear()
 
     def open_episodes(self) -> int:
         """Open episodes with a key (for tests and metrics)."""

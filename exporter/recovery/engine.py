@@ -298,7 +298,10 @@ class RecoveryEngine:
             first = not self._inflow
             self._inflow.extend(episodes)
         if first:
-            self._loop.call_soon_threadsafe(self._take_inflow)
+            # Racing a stop: the loop may be closed. The episodes' claims are in the
+            # journal as queued, so the next start resumes them.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._take_inflow)
 
     def _take_inflow(self) -> None:
         with self._inflow_lock:
