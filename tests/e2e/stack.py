@@ -70,8 +70,9 @@ class Alertmanager(Daemon):
         web_config: str | None = None,
         client: dict[str, Any] | None = None,
         name: str = "alertmanager",
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.cluster_port = cluster_port
         scheme = "https" if web_config and "tls_server_config" in web_config else "http"
         self.url = f"{scheme}://127.0.0.1:{self.port}"

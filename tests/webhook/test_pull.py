@@ -324,3 +324,52 @@ def test_a_bearer_token_from_the_environment(
         assert set(stand_in.seen) == {"Bearer t0ken"}
     finally:
         stand_in.close()
+
+
+def test_push_and_pull_at_once_are_one_episode(tmp_path: Path) -> None:
+    # Alertmanager stamps an alert posted without startsAt to the nanosecond; the webhook
+    # writes that, API v2 writes milliseconds. Both copies must be the same episode.
+    from tests.e2e.stack import free_port
+    from tests.helpers import serving
+
+    os.mkfifo(tmp_path / "gate")
+    log, port = tmp_path / "ran.log", free_port()
+    text = MEDIC.format(data=tmp_path / "data", log=log, gate=tmp_path / "gate",
+                        peers=[f"http://127.0.0.1:{port}"], identity=MINE, extra="")  # fmt: skip
+    medic = Medic(parse_config(text, env={}))
+    with serving(medic) as url:
+        pushing = f"""
+route: {{receiver: medic, group_wait: 0s, group_interval: 250ms, repeat_interval: 1h}}
+receivers: [{{name: medic, webhook_configs: [{{url: "{url}/api/v1/alerts"}}]}}]
+"""
+        am = Alertmanager(pushing, tmp_path / "am", port=port)
+        try:
+            am.post_alert(pulled("both", "host-a:9100"))  # no startsAt: Alertmanager's now
+            webhook = {"status": "firing", "result": "accepted"}
+            seen = ("medic_webhook_alerts_total", "medic_alertmanager_poll_alerts_total")
+
+            def both_heard() -> bool:
+                text = medic.exposition.render().text.decode()
+                from tests.test_server import value
+
+                pushed = sum(value(text, seen[0], status="firing", result=r) or 0
+                             for r in ("accepted", "duplicate"))  # fmt: skip
+                pulled_ = sum(value(text, seen[1], result=r) or 0
+                              for r in ("accepted", "duplicate"))  # fmt: skip
+                return pushed >= 1 and pulled_ >= 1
+
+            wait_until(both_heard, timeout=20, what="the alert pushed and pulled")
+            assert medic.recovery.wait_idle(10)
+            assert Counter(log.read_text().split()) == {"both": 1}
+            from tests.test_server import value
+
+            text = medic.exposition.render().text.decode()
+            accepted = (value(text, seen[0], **webhook) or 0) + (
+                value(text, seen[1], result="accepted") or 0)  # fmt: skip
+            assert accepted == 1  # one way accepted it, the other found a duplicate
+            found, _ = medic.journal.attempts()
+            raw = {a.starts_at for a in found}
+            assert len(raw) == 2, raw  # written two ways (nanoseconds, milliseconds) ...
+            assert len({a.dedup_key for a in found}) == 1  # ... one episode
+        finally:
+            am.stop()
