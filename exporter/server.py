@@ -62,8 +62,8 @@ def create_app(
         if medic.ready():
             if not medic.recovery.journal_healthy:
                 return PlainTextResponse(
-                    "medic is Ready; the recovery journal cannot write to disk, so recovery "
-                    "state is kept in memory only.\n"
+                    "medic is Ready; the recovery journal cannot write to disk: alerts are "
+                    "answered 503 and recovery actions wait until it can.\n"
                 )
             return PlainTextResponse("medic is Ready.\n")
         waiting = [s.spec.name for s in medic.health.states() if s.enabled and s.last is None]

@@ -1,10 +1,12 @@
 """One SQLite file, one connection, and a writer thread that group-commits.
 
-Callers never wait on the disk: write() queues a statement and returns; the writer thread
-commits whatever has queued up in one transaction. A commit costs the same for one row or
-five hundred, so batching is what keeps throughput high. When the disk refuses (read-only,
-full), the error is logged once, `healthy` turns False for the rest of the process (the file
-now misses rows), and medic keeps going on its in-memory state.
+Callers never block on the disk: write() queues a statement and returns its batch's
+future; the writer thread commits whatever has queued up in one transaction. A commit costs
+the same for one row or five hundred, so batching is what keeps throughput high. Whoever
+must know that a write is on disk (an alert's claim, a rung's start) awaits the future.
+When the disk refuses (read-only, full), the error is logged once and `healthy` turns False
+for the rest of the process (the file now misses rows); groups written with retry=True are
+committed again until they are.
 """
 
 from __future__ import annotations
@@ -214,7 +216,8 @@ class Database:
             # Sticky: once a batch is lost the file's history has a hole, whatever succeeds
             # later. Readers should trust their in-memory state from here on.
             if self.healthy:
-                log.error("cannot write %s: %s; keeping state in memory only", self.path, exc)
+                log.error("cannot write %s: %s; what cannot be recorded does not happen "
+                          "(alerts get 503, actions wait)", self.path, exc)  # fmt: skip
             self.healthy = False
             self.last_error = str(exc)
             return False

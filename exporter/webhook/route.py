@@ -1,7 +1,8 @@
-"""POST /api/v1/alerts: authenticate, bound, validate, persist, enqueue, answer 202.
+"""POST /api/v1/alerts: authenticate, bound, validate, claim, answer 202 once committed.
 
-Alertmanager retries only on 5xx, so 5xx means "could not accept this, send it again": only
-when events could neither be queued nor persisted. A failed remediation is still a 2xx.
+Alertmanager retries only on 5xx, so 5xx means "could not accept this, send it again": a
+claim the journal did not commit (or no journal), a full queue, a stopping medic. A failed
+remediation is still a 2xx.
 """
 
 from __future__ import annotations
