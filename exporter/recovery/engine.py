@@ -336,14 +336,14 @@ class RecoveryEngine:
             if episode.dropped:  # its claim failed to commit: its arrival got a 503
                 return False
             if episode.resolved and not episode.started:
-                await self._ladder.cancel(episode, "resolved before its ladder started")
+                await self._ladder.endings.cancel(episode, "resolved before its ladder started")
                 return False
             verdict = self._episode_gates.check(Step(episode))
             if verdict.kind == "admit":
                 return True
             if verdict.kind == "skip":
                 assert verdict.outcome is not None
-                await self._ladder.end(episode, verdict.outcome, verdict.detail)
+                await self._ladder.endings.end(episode, verdict.outcome, verdict.detail)
                 return False
             try:
                 await self._dispatcher.take(episode)

@@ -13,6 +13,7 @@ from typing import Any
 from exporter.config.recovery import CommandActionConfig, HttpActionConfig, SignalActionConfig
 from exporter.recovery import launch
 from exporter.recovery.actions import ActionContext
+from exporter.recovery.launch import exit_result
 from exporter.recovery.types import ActionResult
 
 OUTPUT_TAIL = launch.OUTPUT_TAIL
@@ -27,19 +28,6 @@ def label_environment(labels: dict[str, str], base: dict[str, str]) -> dict[str,
         if name not in env and "\0" not in value:
             env[name] = value[:4096]
     return env
-
-
-def exit_result(code: int, output: str) -> ActionResult:
-    """An ActionResult from a command's exit status and the tail of its output."""
-    if code == 0:
-        return ActionResult(True, output)
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return ActionResult(False, f"killed by {name}: {output}".rstrip(": "))
-    return ActionResult(False, f"exit status {code}: {output}".rstrip(": "))
 
 
 class CommandAction:

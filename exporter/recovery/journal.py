@@ -10,7 +10,6 @@ cooldowns keeps history readable and the engine going when the disk refuses writ
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import deque
@@ -21,20 +20,17 @@ from typing import Any
 from pydantic_core import to_json
 
 from exporter.clock import Clock
-from exporter.recovery import history, schema
+from exporter.recovery import history, schema, startup
 from exporter.recovery.episode import Episode, Launch
-from exporter.recovery.history import COLUMNS, attempt_from_row
-from exporter.recovery.types import OPEN_STATES, FailureEvent, Outcome, RecoveryAttempt
+from exporter.recovery.history import COLUMNS
+from exporter.recovery.startup import EPISODE_COLUMNS
+from exporter.recovery.startup import OPEN as _OPEN
+from exporter.recovery.types import Outcome, RecoveryAttempt
 from exporter.storage.sqlite import Database, Statement
 
 log = logging.getLogger(__name__)
 
-EPISODE_COLUMNS = (
-    "id, dedup_key, failure_type, source, labels, fingerprint, starts_at, detail, state, rung, "
-    "attempt_id, resolved, interruptions, received"
-)
 MEMORY_ATTEMPTS = 5000
-_OPEN = "(" + ", ".join(f"'{state}'" for state in sorted(OPEN_STATES)) + ")"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,68 +80,18 @@ class Journal:
     # --- start-up -----------------------------------------------------------------------
     def open(self) -> Opened:
         """Load open episodes (with their in-flight attempts), closed keys, cooldowns and
-        recent attempts."""
-        db = self.db
-        if db is None:
+        recent attempts; close running attempts of the first layout that nobody owns."""
+        if self.db is None:
             return Opened([], {}, 0)
-        for table in ("recovery_attempts", "recovery_episodes"):
-            top = int(db.query(f"SELECT COALESCE(MAX(id), 0) FROM {table}")[0][0])  # noqa: S608
-            if table == "recovery_attempts":
-                self._next_attempt = top + 1
-            else:
-                self._next_episode = top + 1
-        # Only the first journal layout can leave a running attempt that no open episode
-        # owns (every later change is one group with its episode): close those.
-        unowned = (
-            "outcome = 'running' AND id NOT IN (SELECT attempt_id FROM recovery_episodes "  # noqa: S608
-            f"WHERE state IN {_OPEN} AND attempt_id IS NOT NULL)"
+        found = startup.read(self.db, MEMORY_ATTEMPTS)
+        self._next_attempt, self._next_episode = found.next_attempt, found.next_episode
+        self._cooldowns.update(
+            (ft, Cooldown(until, consecutive))
+            for ft, (until, consecutive) in found.cooldowns.items()
         )
-        stray = db.query(f"SELECT COUNT(*) FROM recovery_attempts WHERE {unowned}")[0][0]  # noqa: S608
-        if stray:
-            db.write(
-                "UPDATE recovery_attempts SET outcome = 'interrupted', ended = ?, "  # noqa: S608
-                f"detail = 'medic stopped while this action ran' WHERE {unowned}",
-                (self._clock.time(),),
-            )
-            db.flush()
-        episodes = [self._episode(row) for row in db.query(
-            f"SELECT {EPISODE_COLUMNS} FROM recovery_episodes WHERE state IN {_OPEN} ORDER BY id"  # noqa: S608
-        )]  # fmt: skip
-        closed = dict(db.query(
-            "SELECT dedup_key, CASE WHEN resolved THEN 'resolved' ELSE state END "  # noqa: S608
-            f"FROM recovery_episodes WHERE dedup_key IS NOT NULL AND state NOT IN {_OPEN}"
-        ))  # fmt: skip
-        for failure_type, until, consecutive in db.query(
-            "SELECT failure_type, until, consecutive FROM recovery_cooldowns"
-        ):
-            self._cooldowns[failure_type] = Cooldown(float(until), int(consecutive))
-        recent = db.query(
-            f"SELECT {COLUMNS} FROM recovery_attempts ORDER BY id DESC LIMIT ?",  # noqa: S608
-            (MEMORY_ATTEMPTS,),
-        )
-        self._recent.extend(attempt_from_row(row) for row in reversed(recent))
-        return Opened(episodes, closed, int(stray))
-
-    def _episode(self, row: tuple[Any, ...]) -> Episode:
-        (id_, key, failure_type, source, labels, fingerprint, starts_at, detail, state, rung,
-         attempt_id, resolved, interruptions, received) = row  # fmt: skip
-        event = FailureEvent(
-            failure_type, source, json.loads(labels), dedup_key=key, fingerprint=fingerprint,
-            starts_at=starts_at, detail=detail,
-        )  # fmt: skip
-        episode = Episode(int(id_), event, float(received), state, int(rung), bool(resolved),
-                          int(interruptions), started=state != "queued")  # fmt: skip
-        if attempt_id is not None and self.db is not None:
-            found = self.db.query(
-                f"SELECT {COLUMNS}, pid, pid_start, boot_id FROM recovery_attempts WHERE id = ?",  # noqa: S608
-                (attempt_id,),
-            )
-            if found:
-                *columns, pid, pid_start, boot_id = found[0]
-                episode.attempt = attempt_from_row(tuple(columns))
-                if pid is not None:
-                    episode.launch = Launch(int(pid), int(pid_start), str(boot_id))
-        return episode
+        self._recent.extend(found.recent)
+        stray = startup.close_stray(self.db, self._clock.time())
+        return Opened(found.episodes, found.closed, stray)
 
     # --- identifiers --------------------------------------------------------------------
     def episode_id(self) -> int:

@@ -20,16 +20,17 @@ from pathlib import Path
 
 from exporter.checks import HealthChecker
 from exporter.clock import Clock
-from exporter.config.recovery import CooldownConfig, FailureConfig, RecoveryConfig, RungConfig
+from exporter.config.recovery import FailureConfig, RecoveryConfig, RungConfig
 from exporter.recovery import launch
 from exporter.recovery.accounting import Accounting
-from exporter.recovery.actions import Action, ActionContext, run_in_daemon_thread
+from exporter.recovery.actions import Action, ActionContext
 from exporter.recovery.claims import Claims
+from exporter.recovery.endings import Endings
 from exporter.recovery.episode import Episode, Launch
-from exporter.recovery.external import exit_result
 from exporter.recovery.gates import BreakerGate, Gates, Settle, Step, Verdict
-from exporter.recovery.journal import Cooldown, Journal
-from exporter.recovery.types import LADDER, ActionResult, Outcome, RecoveryAttempt
+from exporter.recovery.journal import Journal
+from exporter.recovery.types import ActionResult, Outcome, RecoveryAttempt
+from exporter.recovery.verify import verify
 from exporter.resilience import BreakerRegistry, BreakerSettings
 from exporter.storage.sqlite import CommitWaits
 
@@ -78,20 +79,24 @@ class Ladder:
         self._clock = clock
         self._runs = runs
         self._stopping = stopping
+        self.endings = Endings(config, journal=journal, claims=claims, accounting=accounting,
+                               clock=clock, runs=runs)  # fmt: skip
 
     # --- the walk -----------------------------------------------------------------------
     async def walk(self, episode: Episode) -> None:
         """Walk the episode's ladder from its current rung to a final state."""
         ladder = self._config.failures.get(episode.failure_type)  # type: ignore[call-overload]
         if ladder is None:
-            await self.end(episode, Outcome.CANCELLED, "its failure type has no ladder now")
+            await self.endings.end(episode, Outcome.CANCELLED, "its failure type has no ladder now")
             return
         if episode.resume is not None and await self._resume(episode, ladder):
             return
         while episode.rung < len(ladder.ladder):
             rung = ladder.ladder[episode.rung]
             if not self._claims.start(episode):
-                await self.cancel(episode, f"resolved before rung {episode.rung + 1} started")
+                await self.endings.cancel(
+                    episode, f"resolved before rung {episode.rung + 1} started"
+                )
                 return
             verdict = self._gates.check(Step(episode, rung))
             assert verdict.kind != "wait", "rung gates admit or skip"
@@ -103,8 +108,11 @@ class Ladder:
             if outcome is Outcome.SUCCEEDED or episode.dropped:
                 return
         detail = f"none of {len(ladder.ladder)} rungs recovered it; a person is needed"
-        await self.end(
-            episode, Outcome.EXHAUSTED, detail, cooldown=self._cooldown(episode, ladder, False)
+        await self.endings.end(
+            episode,
+            Outcome.EXHAUSTED,
+            detail,
+            cooldown=self.endings.cooldown(episode, ladder, False),
         )
 
     async def _skipped(self, episode: Episode, rung: RungConfig, verdict: Verdict) -> bool:
@@ -114,9 +122,9 @@ class Ladder:
         if verdict.outcome is Outcome.DRY_RUN:
             described = await self._actions(rung.action).run(self._context(episode, rung, 0))
             detail = described.detail
-        record = self._record(episode, rung.action, verdict.outcome, detail, episode.rung)
+        record = self.endings.record(episode, rung.action, verdict.outcome, detail, episode.rung)
         if verdict.ends_ladder:
-            await self.end(episode, verdict.outcome, detail, record=record)
+            await self.endings.end(episode, verdict.outcome, detail, record=record)
             return True
         episode.rung += 1
         self._journal.skip_rung(episode, record)
@@ -127,25 +135,23 @@ class Ladder:
         self, episode: Episode, ladder: FailureConfig, rung: RungConfig, settle: tuple[Settle, ...]
     ) -> Outcome:
         """Record the rung's start, run it, verify, record its end."""
-        attempt = self._journal.new_attempt(self._attempt(episode, rung.action, episode.rung))
+        attempt = self._journal.new_attempt(
+            self.endings.attempt(episode, rung.action, episode.rung)
+        )
         episode.attempt, episode.launch = attempt, None
         try:
             await self._hold_until_started(episode, attempt)
         except Dropped:  # its claim never committed: its arrival was refused, nothing runs
             for each in settle:
                 each(None)
-            episode.attempt = None
             self._claims.forget(episode)
-            self._journal.end_rung(episode, attempt, Outcome.INTERRUPTED, "its claim failed")
+            self.endings.rung_ended(episode, attempt, Outcome.INTERRUPTED, "its claim failed")
             return Outcome.INTERRUPTED
         except BaseException:  # medic stops before the action started: it never ran
             for each in settle:
                 each(None)
-            episode.attempt = None
             never = "medic stopped before the action started; it never ran"
-            self._closed(
-                attempt, self._journal.end_rung(episode, attempt, Outcome.INTERRUPTED, never)
-            )
+            self.endings.rung_ended(episode, attempt, Outcome.INTERRUPTED, never)
             raise
         self._accounting.started(attempt)
         started = self._clock.monotonic()
@@ -159,7 +165,7 @@ class Ladder:
         except asyncio.CancelledError:
             for each in settle:
                 each(None)
-            self._stopped_during(episode, attempt)
+            self.endings.stopped_during(episode, attempt)
             raise
         except Exception as exc:
             result, outcome = ActionResult(False, f"{type(exc).__name__}: {exc}"), None
@@ -191,19 +197,18 @@ class Ladder:
             elif not result.ok:
                 outcome = Outcome.FAILED
             else:
-                recovered, why = await self._verify(ladder, rung)
+                recovered, why = await verify(self._health, ladder, rung)
                 outcome = Outcome.SUCCEEDED if recovered else Outcome.NOT_RECOVERED
                 detail = (result.detail or why) if recovered else why
         elapsed = None if started is None else self._clock.monotonic() - started
         if outcome is Outcome.SUCCEEDED:
-            await self.end(episode, Outcome.SUCCEEDED, detail,
-                           closing=(attempt, outcome, detail, elapsed),
-                           cooldown=self._cooldown(episode, ladder, True))  # fmt: skip
+            await self.endings.end(
+                episode, Outcome.SUCCEEDED, detail, closing=(attempt, outcome, detail, elapsed),
+                cooldown=self.endings.cooldown(episode, ladder, True),
+            )  # fmt: skip
             return outcome
         episode.rung += 1
-        episode.attempt = episode.launch = None
-        self._closed(attempt, self._journal.end_rung(episode, attempt, outcome, detail))
-        self._accounting.finished(attempt, elapsed)
+        self.endings.rung_ended(episode, attempt, outcome, detail, elapsed)
         return outcome
 
     # --- after a restart ------------------------------------------------------------------
@@ -218,47 +223,18 @@ class Ladder:
         files = launch.RunFiles.of(self._runs, attempt.id)
         if how == "never_ran":
             detail = "medic stopped before the command started; it never ran"
-            episode.attempt = episode.launch = None
-            self._closed(
-                attempt, self._journal.end_rung(episode, attempt, Outcome.INTERRUPTED, detail)
-            )
-            self._accounting.finished(attempt)
+            self.endings.rung_ended(episode, attempt, Outcome.INTERRUPTED, detail)
             return False  # the same rung runs now: its first start never happened
         if how in ("adopted", "finished_while_down"):
-            result, outcome = await self._adopt(episode.launch, attempt, rung, files)
+            remaining = attempt.started + rung.timeout - self._clock.time()
+            result, timed_out = await launch.adopt(episode.launch, files, remaining)
+            outcome = Outcome.TIMEOUT if timed_out else None
             self._settle_breaker(rung.action, result)
             concluded = await self._conclude(
                 episode, ladder, rung, attempt, result, outcome=outcome, started=None
             )
             return concluded is Outcome.SUCCEEDED
         return await self._interrupted(episode, ladder, rung, attempt)
-
-    async def _adopt(
-        self, recorded: Launch | None, attempt: RecoveryAttempt, rung: RungConfig,
-        files: launch.RunFiles,
-    ) -> tuple[ActionResult, Outcome | None]:  # fmt: skip
-        """Wait for a command a previous medic started (to its rung's deadline), then read
-        its exit status."""
-        if recorded is not None and launch.alive(recorded):
-            log.warning("adopting %s (pid %d), started before medic restarted",
-                        attempt.action, recorded.pid)  # fmt: skip
-            remaining = attempt.started + rung.timeout - self._clock.time()
-            try:
-                async with asyncio.timeout(max(0.0, remaining)):
-                    await launch.wait_gone(recorded)
-            except TimeoutError:
-                if launch.alive(recorded):
-                    launch.kill_group(recorded.pid)
-                return ActionResult(
-                    False, f"adopted; no result in {rung.timeout:g}s"
-                ), Outcome.TIMEOUT
-        code = files.exit_status()
-        if code is None:
-            return ActionResult(False, "adopted; it ended without an exit status"), None
-        result = exit_result(code, files.output_tail())
-        return ActionResult(
-            result.ok, f"adopted after a restart: {result.detail}".rstrip(": ")
-        ), None
 
     async def _interrupted(
         self, episode: Episode, ladder: FailureConfig, rung: RungConfig,
@@ -271,24 +247,26 @@ class Ladder:
             detail = attempt.detail or detail
         if self._config.interrupted == "retry_once" and episode.interruptions == 0:
             episode.interruptions += 1
-            recovered, why = await self._verify(ladder, rung) if ladder.verify else (False, "")
+            recovered, why = (
+                await verify(self._health, ladder, rung) if ladder.verify else (False, "")
+            )
             if recovered:
-                await self.end(episode, Outcome.SUCCEEDED, f"verified after a restart: {why}",
-                               closing=(attempt, Outcome.INTERRUPTED, detail, None),
-                               cooldown=self._cooldown(episode, ladder, True))  # fmt: skip
+                await self.endings.end(
+                    episode, Outcome.SUCCEEDED, f"verified after a restart: {why}",
+                    closing=(attempt, Outcome.INTERRUPTED, detail, None),
+                    cooldown=self.endings.cooldown(episode, ladder, True),
+                )  # fmt: skip
                 return True
             episode.rung += 1
-            episode.attempt = episode.launch = None
-            self._closed(
-                attempt, self._journal.end_rung(episode, attempt, Outcome.INTERRUPTED, detail)
-            )
-            self._accounting.finished(attempt)
+            self.endings.rung_ended(episode, attempt, Outcome.INTERRUPTED, detail)
             return False
         reason = (f"interrupted by a restart ({self._config.interrupted}, "
                   f"{episode.interruptions + 1} time(s)); a person is needed")  # fmt: skip
-        await self.end(episode, Outcome.INTERRUPTED, reason,
-                       closing=(attempt, Outcome.INTERRUPTED, detail, None),
-                       cooldown=self._cooldown(episode, ladder, False))  # fmt: skip
+        await self.endings.end(
+            episode, Outcome.INTERRUPTED, reason,
+            closing=(attempt, Outcome.INTERRUPTED, detail, None),
+            cooldown=self.endings.cooldown(episode, ladder, False),
+        )  # fmt: skip
         return True
 
     def _settle_breaker(self, action: str, result: ActionResult) -> None:
@@ -298,59 +276,6 @@ class Ladder:
             breaker.on_success(False)
         elif not result.unavailable:
             breaker.on_error(False)
-
-    # --- ends -----------------------------------------------------------------------------
-    async def cancel(self, episode: Episode, detail: str) -> None:
-        """The episode was resolved before its next rung: cancelled."""
-        self._accounting.result("cancelled_resolved")
-        await self.end(episode, Outcome.CANCELLED, detail)
-
-    async def end(
-        self,
-        episode: Episode,
-        outcome: Outcome,
-        detail: str,
-        *,
-        record: RecoveryAttempt | None = None,
-        closing: tuple[RecoveryAttempt, Outcome, str, float | None] | None = None,
-        cooldown: Cooldown | None = None,
-    ) -> None:
-        """The episode's final state, with a record about the whole ladder unless one is
-        given, or the rung that closes it succeeded (that attempt says it all)."""
-        if record is None and (closing is None or closing[1] is not Outcome.SUCCEEDED):
-            record = self._record(episode, LADDER, outcome, detail, None)
-        self._claims.close(episode, outcome.value)
-        episode.attempt = episode.launch = None
-        attempt_close = None if closing is None else closing[:3]
-        ended = self._journal.end_episode(episode, detail, closing=attempt_close, record=record,
-                                          cooldown=cooldown)  # fmt: skip
-        if closing is not None:
-            self._closed(closing[0], ended)
-            self._accounting.finished(closing[0], closing[3])
-        if record is not None:
-            self._accounting.finished(record)
-
-    def _stopped_during(self, episode: Episode, attempt: RecoveryAttempt) -> None:
-        """medic stops while the rung runs. A command goes on (the next medic adopts it); an
-        action in this process dies with it: recorded interrupted, resumed by the policy."""
-        if episode.launch is not None:
-            return
-        self._journal.interrupt(attempt, "medic stopped during the action")
-        self._accounting.finished(attempt)
-
-    def _closed(self, attempt: RecoveryAttempt, commit: Future[bool] | None) -> None:
-        """Remove a closed attempt's command files once its end is committed, never before:
-        until then a restart reads them to know whether the command ran (see resume.py)."""
-        files = launch.RunFiles.of(self._runs, attempt.id)
-        if commit is None:
-            files.remove()
-            return
-
-        def forget(done: Future[bool]) -> None:
-            if done.result():
-                files.remove()
-
-        commit.add_done_callback(forget)
 
     # --- pieces -----------------------------------------------------------------------------
     async def _hold_until_started(self, episode: Episode, attempt: RecoveryAttempt) -> None:
@@ -395,43 +320,3 @@ class Ladder:
             attempt_id=attempt_id, episode=episode.key or f"episode-{episode.id}",
             runs=self._runs, record_launch=record_launch, stopping=self._stopping,
         )  # fmt: skip
-
-    async def _verify(self, ladder: FailureConfig, rung: RungConfig) -> tuple[bool, str]:
-        """Re-run the failure type's checks after the settle delay: is the failure gone?"""
-        if not ladder.verify:
-            return True, "no checks to verify with"
-        settle = ladder.settle_delay if rung.settle_delay is None else rung.settle_delay
-        await asyncio.sleep(settle)
-        names = list(ladder.verify)
-        results = await run_in_daemon_thread(lambda: [self._health.run(n) for n in names])
-        failing = [f"{r.name}: {r.reason}" for r in results if not r.ok]
-        if failing:
-            return False, "still failing: " + "; ".join(failing)
-        return True, f"verified by {', '.join(names)}"
-
-    def _cooldown(self, episode: Episode, ladder: FailureConfig, recovered: bool) -> Cooldown:
-        """The failure type's next cooldown: base after a recovery, growing while ladders
-        keep ending without one."""
-        policy: CooldownConfig = ladder.cooldown or self._config.cooldown
-        previous = self._journal.cooldown(episode.failure_type)
-        consecutive = 0 if recovered else (previous.consecutive if previous else 0) + 1
-        length = min(policy.max, policy.base * policy.multiplier ** max(0, consecutive - 1))
-        return Cooldown(self._clock.time() + length, consecutive)
-
-    def _attempt(self, episode: Episode, action: str, rung: int | None) -> RecoveryAttempt:
-        event = episode.event
-        return RecoveryAttempt(
-            id=0, failure_type=event.failure_type, action=action, source=event.source,
-            started=self._clock.time(), fingerprint=event.fingerprint,
-            starts_at=event.starts_at, dedup_key=event.dedup_key, episode_id=episode.id,
-            rung=rung,
-        )  # fmt: skip
-
-    def _record(
-        self, episode: Episode, action: str, outcome: Outcome, detail: str, rung: int | None
-    ) -> RecoveryAttempt:
-        """A final record (a skip, or an end of the whole ladder)."""
-        record = self._attempt(episode, action, rung)
-        record.outcome, record.ended, record.detail = outcome, record.started, detail[:2000]
-        record.dry_run = outcome is Outcome.DRY_RUN
-        return record

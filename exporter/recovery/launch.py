@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.recovery.episode import Launch
+from exporter.recovery.types import ActionResult
 
 OUTPUT_TAIL = 400
 POLL = 0.05
@@ -37,6 +39,7 @@ WRAPPER = (
 """$1: the .started file, $2: the .status file, $3: the directory to run in (or ""), the
 rest: the operator's argv."""
 SHELL = "/bin/sh"
+log = logging.getLogger(__name__)
 _reapers: set[asyncio.Task[None]] = set()
 
 
@@ -223,3 +226,38 @@ async def wait_gone(launch: Launch) -> None:
             loop.remove_reader(fd)
     finally:
         os.close(fd)
+
+
+def exit_result(code: int, output: str) -> ActionResult:
+    """An ActionResult from a command's exit status and the tail of its output."""
+    if code == 0:
+        return ActionResult(True, output)
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return ActionResult(False, f"killed by {name}: {output}".rstrip(": "))
+    return ActionResult(False, f"exit status {code}: {output}".rstrip(": "))
+
+
+async def adopt(
+    recorded: Launch | None, files: RunFiles, remaining: float
+) -> tuple[ActionResult, bool]:
+    """Wait for a command a previous medic started (at most `remaining` seconds: its rung's
+    deadline), then read its exit status. Returns the result and whether it timed out
+    (then its group was killed)."""
+    if recorded is not None and alive(recorded):
+        log.warning("adopting pid %d, started before medic restarted", recorded.pid)
+        try:
+            async with asyncio.timeout(max(0.0, remaining)):
+                await wait_gone(recorded)
+        except TimeoutError:
+            if alive(recorded):
+                kill_group(recorded.pid)
+            return ActionResult(False, "adopted; no result before its timeout"), True
+    code = files.exit_status()
+    if code is None:
+        return ActionResult(False, "adopted; it ended without an exit status"), False
+    result = exit_result(code, files.output_tail())
+    return ActionResult(result.ok, f"adopted after a restart: {result.detail}".rstrip(": ")), False
