@@ -16,6 +16,7 @@ order written.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 from collections.abc import Iterable
@@ -132,7 +133,7 @@ class Identity:
         if len(matchers) == 1:
             return _render(matchers[0])
         alternatives = "|".join(
-            f"(?:{m.value})" if m.op == "=~" else _escape_regex(m.value) for m in matchers
+            f"(?:{m.value})" if m.op == "=~" else re.escape(m.value) for m in matchers
         )
         return f'{label}=~"{_quote(alternatives)}"'
 
@@ -149,9 +150,3 @@ def _quote(value: str) -> str:
 
 def _render(matcher: Matcher) -> str:
     return f'{matcher.name}{matcher.op}"{_quote(matcher.value)}"'
-
-
-def _escape_regex(value: str) -> str:
-    import re  # noqa: PLC0415
-
-    return re.escape(value)

@@ -13,6 +13,7 @@ episode; a failed poll changes nothing.
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 import threading
 import time
@@ -55,8 +56,6 @@ def route_pushdown(routes: list[RouteConfig], annotation: str | None) -> str | N
         matchers.append(parse_matcher(route.matchers[0]))
     if len({m.name for m in matchers}) != 1 or any(m.op not in ("=", "=~") for m in matchers):
         return None
-    import re  # noqa: PLC0415 - only pull mode needs it
-
     alternatives = "|".join(
         f"(?:{m.value})" if m.op == "=~" else re.escape(m.value) for m in matchers
     )
@@ -150,18 +149,24 @@ class Puller:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop polling (a poll in flight is bounded by the timeout; not waited for)."""
+        """Stop polling: a poll in flight (bounded by the timeout) is not waited for; the
+        thread closes its client when it leaves. Without a thread, close it now."""
         self._stop.set()
-        self._client.close()
+        if self._thread is None:
+            self._client.close()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            began = self._clock.monotonic()
-            try:
-                self.poll()
-            except Exception:
-                log.exception("an Alertmanager poll failed unexpectedly")
-            self._stop.wait(max(0.0, self.config.interval - (self._clock.monotonic() - began)))
+        try:
+            while not self._stop.is_set():
+                began = self._clock.monotonic()
+                try:
+                    self.poll()
+                except Exception:
+                    log.exception("an Alertmanager poll failed unexpectedly")
+                elapsed = self._clock.monotonic() - began
+                self._stop.wait(max(0.0, self.config.interval - elapsed))
+        finally:
+            self._client.close()
 
     # --- one poll -----------------------------------------------------------------------
     def poll(self) -> list[Answer]:
