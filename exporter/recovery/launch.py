@@ -168,7 +168,14 @@ class Launched:
     async def wait(self) -> int | None:
         """Its exit status (negative: killed by that signal); None if not ours to reap."""
         await wait_gone(self.launch)
-        return reap(self.pid)
+        while True:  # never a blocking waitpid on the loop: poll if it still runs somehow
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return None
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            await asyncio.sleep(POLL)
 
     def kill(self) -> None:
         """SIGKILL its process group and reap it in the background."""
@@ -180,15 +187,6 @@ class Launched:
     async def wait_quietly(self) -> None:
         """wait(), for a reaper task that nobody awaits."""
         await self.wait()
-
-
-def reap(pid: int) -> int | None:
-    """Collect an exited child's status (negative: the signal that killed it)."""
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError:
-        return None
-    return os.waitstatus_to_exitcode(status)
 
 
 def kill_group(pid: int) -> None:
