@@ -175,11 +175,6 @@ class Claims:
             self._closed.clear()
             self._unconfirmed.clear()
 
-    def open_episodes(self) -> int:
-        """Open episodes with a key (for tests and metrics)."""
-        with self.lock:
-            return len(self._open)
-
 
 def _pending(future: Future[bool] | None) -> Future[bool] | None:
     return None if future is None or (future.done() and future.result()) else future

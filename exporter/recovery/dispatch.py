@@ -24,11 +24,6 @@ class Dispatcher:
         self._running: dict[str, Episode] = {}  # failure type -> the episode holding it
         self._waiting: dict[str, deque[tuple[Episode, asyncio.Future[None]]]] = {}
 
-    @property
-    def running(self) -> int:
-        """Ladders running now."""
-        return len(self._running)
-
     def holds(self, episode: Episode) -> bool:
         """Whether this episode holds its failure type's slot."""
         return self._running.get(episode.failure_type) is episode

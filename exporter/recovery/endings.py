@@ -13,7 +13,7 @@ from exporter.recovery.accounting import Accounting
 from exporter.recovery.claims import Claims
 from exporter.recovery.episode import Episode
 from exporter.recovery.journal import Cooldown, Journal
-from exporter.recovery.types import LADDER, Outcome, RecoveryAttempt
+from exporter.recovery.types import LADDER, FailureEvent, Outcome, RecoveryAttempt
 
 Closing = tuple[RecoveryAttempt, Outcome, str, float | None]
 """The attempt in flight that an end closes: the attempt, its outcome, detail, and how long
@@ -113,19 +113,34 @@ class Endings:
 
     def attempt(self, episode: Episode, action: str, rung: int | None) -> RecoveryAttempt:
         """A new attempt of the episode (not yet recorded)."""
-        event = episode.event
-        return RecoveryAttempt(
-            id=0, failure_type=event.failure_type, action=action, source=event.source,
-            started=self._clock.time(), fingerprint=event.fingerprint,
-            starts_at=event.starts_at, dedup_key=event.dedup_key, episode_id=episode.id,
-            rung=rung,
-        )  # fmt: skip
+        return new_attempt(episode.event, action, self._clock.time(), episode.id, rung)
 
     def record(
         self, episode: Episode, action: str, outcome: Outcome, detail: str, rung: int | None
     ) -> RecoveryAttempt:
         """A final record (a skip, or an end of the whole ladder)."""
-        record = self.attempt(episode, action, rung)
-        record.outcome, record.ended, record.detail = outcome, record.started, detail[:2000]
-        record.dry_run = outcome is Outcome.DRY_RUN
-        return record
+        return final_record(episode.event, action, outcome, detail, self._clock.time(),
+                            episode_id=episode.id, rung=rung)  # fmt: skip
+
+
+def new_attempt(
+    event: FailureEvent, action: str, started: float, episode_id: int | None = None,
+    rung: int | None = None,
+) -> RecoveryAttempt:  # fmt: skip
+    """An attempt for the event, running (not yet recorded)."""
+    return RecoveryAttempt(
+        id=0, failure_type=event.failure_type, action=action, source=event.source,
+        started=started, fingerprint=event.fingerprint, starts_at=event.starts_at,
+        dedup_key=event.dedup_key, episode_id=episode_id, rung=rung,
+    )  # fmt: skip
+
+
+def final_record(
+    event: FailureEvent, action: str, outcome: Outcome, detail: str, now: float,
+    *, episode_id: int | None = None, rung: int | None = None,
+) -> RecoveryAttempt:  # fmt: skip
+    """A record that is final as written: a skip, a duplicate, an end of a whole ladder."""
+    record = new_attempt(event, action, now, episode_id, rung)
+    record.outcome, record.ended, record.detail = outcome, now, detail[:2000]
+    record.dry_run = outcome is Outcome.DRY_RUN
+    return record

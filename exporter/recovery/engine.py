@@ -2,10 +2,11 @@
 
 It runs its own asyncio loop on its own thread, so actions never compete with the HTTP
 server's loop and an embedding app can report failures from any thread. Each accepted
-episode becomes a task on that loop: it waits for its claim to commit, passes the episode
-gates (cooldown, one ladder per failure type), then walks its ladder (ladder.py). Arrivals
-and the dedup decision are in claims.py, the gates in gates.py, the slots in dispatch.py,
-what a restart resumes in resume.py, the counters in accounting.py.
+episode becomes a task on that loop: it passes the episode gates (cooldown, one ladder per
+failure type), then walks its ladder (ladder.py), whose first action waits for the claim
+and its own start record to commit. Arrivals and the dedup decision are in claims.py, the
+gates in gates.py, the slots in dispatch.py, what a restart resumes in resume.py, how
+things end in endings.py, the counters in accounting.py.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from exporter.recovery.actions import (
 )
 from exporter.recovery.claims import Claims
 from exporter.recovery.dispatch import Dispatcher, Withdrawn
+from exporter.recovery.endings import final_record
 from exporter.recovery.episode import Episode
 from exporter.recovery.external import CommandAction, HttpAction, SignalAction
 from exporter.recovery.gates import (
@@ -56,7 +58,7 @@ from exporter.recovery.gates import (
 )
 from exporter.recovery.journal import Journal
 from exporter.recovery.ladder import Ladder
-from exporter.recovery.types import LADDER, FailureEvent, Outcome, RecoveryAttempt
+from exporter.recovery.types import LADDER, RUNNING, FailureEvent, Outcome, RecoveryAttempt
 from exporter.resilience import BreakerRegistry, BreakerSettings
 from exporter.storage.sqlite import CommitWaits
 
@@ -175,7 +177,7 @@ class RecoveryEngine:
         self._thread.start()
         ready.wait(5)
         # Running episodes first: they hold their failure type from before the restart.
-        resumed = sorted(opened.episodes, key=lambda e: (e.state != "running", e.id))
+        resumed = sorted(opened.episodes, key=lambda e: (e.state != RUNNING, e.id))
         if resumed:
             log.warning("resuming %d open episodes from the journal", len(resumed))
             self._feed(resumed)
@@ -237,7 +239,8 @@ class RecoveryEngine:
             assert claim.episode is not None
             self._feed([claim.episode])
         elif claim.result == "duplicate":
-            record = self._duplicate_record(event, claim.detail)
+            record = final_record(event, LADDER, Outcome.SKIPPED_DUPLICATE, claim.detail,
+                                  self._clock.time())  # fmt: skip
             self._journal.record(record)
             self.accounting.finished(record)
         return Submission(claim.result, claim.detail, claim.persisted)
@@ -373,15 +376,6 @@ class RecoveryEngine:
         if registered is not None and (spec is None or isinstance(spec, InProcessActionConfig)):
             return CallableAction(name, registered)
         return MissingAction(name)
-
-    def _duplicate_record(self, event: FailureEvent, detail: str) -> RecoveryAttempt:
-        now = self._clock.time()
-        return RecoveryAttempt(
-            id=0, failure_type=event.failure_type, action=LADDER, source=event.source,
-            started=now, outcome=Outcome.SKIPPED_DUPLICATE, ended=now, detail=detail,
-            fingerprint=event.fingerprint, starts_at=event.starts_at,
-            dedup_key=event.dedup_key,
-        )  # fmt: skip
 
     def _changed(self) -> None:
         self.version += 1

@@ -6,7 +6,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from exporter.recovery.types import OPEN_STATES, QUEUED, FailureEvent, RecoveryAttempt
+from exporter.recovery.types import QUEUED, FailureEvent, RecoveryAttempt
 
 
 class Launch(NamedTuple):
@@ -53,11 +53,6 @@ class Episode:
     def key(self) -> str | None:
         """The dedup key (alerts: fingerprint@startsAt); None for one-off reports."""
         return self.event.dedup_key
-
-    @property
-    def open(self) -> bool:
-        """Queued or running: not in a final state yet."""
-        return self.state in OPEN_STATES
 
     @property
     def failure_type(self) -> str:

@@ -30,6 +30,14 @@ def label_environment(labels: dict[str, str], base: dict[str, str]) -> dict[str,
     return env
 
 
+def _runnable(program: str, cwd: str | None, path: str | None) -> bool:
+    """Whether argv[0] names an executable (a path, from cwd; or a name, on PATH). Checked
+    before launching: the wrapper would otherwise only say so in an exit status 127."""
+    if "/" in program:
+        return os.access(os.path.join(cwd or "", program), os.X_OK)
+    return shutil.which(program, path=path) is not None
+
+
 class CommandAction:
     """A configured argv, started behind a gate once its pid is recorded (see launch.py);
     killed, its whole process group, on timeout; left running when medic stops."""
@@ -48,9 +56,7 @@ class CommandAction:
         env.setdefault("MEDIC_EPISODE", ctx.episode)
         env.setdefault("MEDIC_ATTEMPT", str(ctx.attempt_id))
         program = self._argv[0]
-        where = os.path.join(self._cwd or "", program) if "/" in program else None
-        if (shutil.which(program, path=env.get("PATH")) if where is None
-                else where if os.access(where, os.X_OK) else None) is None:  # fmt: skip
+        if not _runnable(program, self._cwd, env.get("PATH")):
             return ActionResult(False, f"cannot run {program}: No such file or directory")
         assert ctx.runs is not None, "the engine gives commands a runs directory"
         files = launch.RunFiles.of(ctx.runs, ctx.attempt_id)

@@ -40,7 +40,7 @@ WRAPPER = (
 rest: the operator's argv."""
 SHELL = "/bin/sh"
 log = logging.getLogger(__name__)
-_reapers: set[asyncio.Task[None]] = set()
+_reapers: set[asyncio.Task[int | None]] = set()
 
 
 def boot_id() -> str:
@@ -180,13 +180,9 @@ class Launched:
     def kill(self) -> None:
         """SIGKILL its process group and reap it in the background."""
         kill_group(self.pid)
-        task = asyncio.get_running_loop().create_task(self.wait_quietly())
+        task = asyncio.get_running_loop().create_task(self.wait())
         _reapers.add(task)
         task.add_done_callback(_reapers.discard)
-
-    async def wait_quietly(self) -> None:
-        """wait(), for a reaper task that nobody awaits."""
-        await self.wait()
 
 
 def kill_group(pid: int) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from exporter.recovery.types import RAN
 from exporter.storage.sqlite import DB_FILE
 from tests.e2e.stack import free_port
 from tests.helpers import MedicProcess, wait_until
@@ -67,7 +68,6 @@ webhook:
     - {{matchers: ['kind="hw"'], failure_type: hardware_optimization_failure}}
 """
 COMMANDS = ("quick", "slow", "fails")
-RAN = ("succeeded", "failed", "timeout", "not_recovered")
 FINAL_RECORD = {  # an episode's final state -> the record that says so (None: its last rung)
     "succeeded": None,
     "exhausted": "ladder",
