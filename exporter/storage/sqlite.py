@@ -150,13 +150,11 @@ class Database:
                     return [], self._batch, due
                 wait = self._retries[0][0] - time.monotonic() if self._retries else None
                 self._work.wait(wait)
-        # No linger for more rows: under load they queue up while the previous batch
-        # commits, and a wait here delays every action's start (BENCHMARKS.md, issue 12).
-        with self._pending_lock:
+            # No linger for more rows: under load they queue up while the previous batch
+            # commits, and a wait here delays every action's start (BENCHMARKS.md, issue 12).
             batch, self._pending = self._pending, []
             done, self._batch = self._batch, _batch_future()
-            due = self._due()
-        return batch, done, due
+            return batch, done, self._due()
 
     def _due(self) -> list[Group]:
         """Retries whose pause is over (self._pending_lock held)."""
