@@ -179,11 +179,7 @@ class Medic:
         from exporter.metrics.pull import PullCollector  # noqa: PLC0415
         from exporter.webhook.pull import Puller  # noqa: PLC0415
 
-        puller = Puller(
-            pull, self.intake, identity=self.identity, routes=config.webhook.routes,
-            annotation=config.webhook.failure_type_annotation, clock=self.clock,
-            on_change=self.render_loop.invalidate,
-        )  # fmt: skip
+        puller = Puller(pull, self.intake, clock=self.clock, on_change=self.render_loop.invalidate)
         self.health.register_probe(
             PULL_CHECK, lambda: Observation(problems=puller.check()),
             interval=pull.interval, timeout=min(1.0, pull.interval),

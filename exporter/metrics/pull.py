@@ -15,7 +15,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from exporter.webhook.pull import POLL_BUCKETS, Puller
+from exporter.webhook.pull import Puller
 
 
 class PullCollector(Collector):
@@ -47,10 +47,8 @@ class PullCollector(Collector):
             "medic_alertmanager_poll_duration_seconds",
             "How long a poll took, failing over between peers included.",
         )
-        buckets = [(f"{b:g}", float(n)) for b, n in zip(POLL_BUCKETS, list(stats.durations),
-                                                       strict=True)]  # fmt: skip
-        buckets.append(("+Inf", float(stats.polls)))
-        durations.add_metric([], buckets, stats.duration_sum)
+        polled = stats.durations.copy()
+        durations.add_metric([], polled.samples(), polled.total)
         yield durations
         yield GaugeMetricFamily(
             "medic_alertmanager_poll_last_success_timestamp_seconds",

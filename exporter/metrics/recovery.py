@@ -12,7 +12,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from exporter.recovery.accounting import DURATION_BUCKETS
 from exporter.recovery.engine import RecoveryEngine
 
 
@@ -41,12 +40,7 @@ class RecoveryCollector(Collector):
             labels=["action"],
         )  # fmt: skip
         for action, histogram in sorted(snap["durations"].items()):
-            buckets = [
-                (f"{bound:g}", float(count))
-                for bound, count in zip(DURATION_BUCKETS, histogram.buckets, strict=True)
-            ]
-            buckets.append(("+Inf", float(histogram.count)))
-            durations.add_metric([action], buckets, histogram.total)
+            durations.add_metric([action], histogram.samples(), histogram.total)
         yield durations
         yield GaugeMetricFamily(
             "medic_recovery_in_progress", "Ladders running now.", value=snap["in_progress"]

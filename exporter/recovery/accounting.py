@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from exporter.events import EventHub
+from exporter.histogram import Histogram
 from exporter.recovery.types import LADDER, Outcome, RecoveryAttempt
 
 log = logging.getLogger("exporter.recovery")
@@ -23,23 +23,6 @@ RESUMED = ("requeued", "continued", "adopted", "finished_while_down", "never_ran
 """What a start did with each open episode it found (see resume.py)."""
 ALERTED = (Outcome.EXHAUSTED, Outcome.INTERRUPTED)
 """Ladder outcomes that page a person: their series exist at 0 per failure type."""
-
-
-@dataclass
-class Histogram:
-    """Bucket counts, sum and count of observations (Prometheus histogram shape)."""
-
-    buckets: list[int]
-    total: float = 0.0
-    count: int = 0
-
-    def observe(self, value: float) -> None:
-        """Add one observation."""
-        for index, bound in enumerate(DURATION_BUCKETS):
-            if value <= bound:
-                self.buckets[index] += 1
-        self.total += value
-        self.count += 1
 
 
 class Accounting:
@@ -75,7 +58,7 @@ class Accounting:
             if elapsed is not None:
                 histogram = self.durations.get(attempt.action)
                 if histogram is None:
-                    histogram = Histogram([0] * len(DURATION_BUCKETS))
+                    histogram = Histogram(DURATION_BUCKETS)
                     self.durations[attempt.action] = histogram
                 histogram.observe(elapsed)
         if self._events is not None:
@@ -111,9 +94,6 @@ class Accounting:
                 "attempts": dict(self.attempts),
                 "events": dict(self.results),
                 "resumed": dict(self.resumed),
-                "durations": {
-                    k: Histogram(list(v.buckets), v.total, v.count)
-                    for k, v in self.durations.items()
-                },
+                "durations": {k: v.copy() for k, v in self.durations.items()},
                 "in_progress": self.in_progress,
             }

@@ -16,7 +16,6 @@ order written.
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import threading
 from collections.abc import Iterable
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 import psutil
 
 from exporter.config.identity import IdentityConfig
-from exporter.webhook.matchers import Matcher, parse_matcher
+from exporter.webhook.matchers import Matcher, any_of, parse_matcher, render
 
 log = logging.getLogger(__name__)
 
@@ -129,24 +128,10 @@ class Identity:
         identity can say it exactly (one label, unlabeled alerts not this host's)."""
         if not self.configured or self._unlabeled_mine or len(self._by_label) != 1:
             return None
-        label, matchers = self._by_label[0]
-        if len(matchers) == 1:
-            return _render(matchers[0])
-        alternatives = "|".join(
-            f"(?:{m.value})" if m.op == "=~" else re.escape(m.value) for m in matchers
-        )
-        return f'{label}=~"{_quote(alternatives)}"'
+        return any_of(self._by_label[0][1])
 
     def describe(self) -> str:
         """For logs: what this identity matches."""
         if self.configured:
-            return ", ".join(_render(m) for _, ms in self._by_label for m in ms)
+            return ", ".join(render(m) for _, ms in self._by_label for m in ms)
         return f"{', '.join(BUILT_IN_LABELS)} naming one of {len(self._names)} host names/addresses"
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def _render(matcher: Matcher) -> str:
-    return f'{matcher.name}{matcher.op}"{_quote(matcher.value)}"'

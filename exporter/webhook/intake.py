@@ -13,7 +13,7 @@ from exporter.config.webhook import WebhookConfig
 from exporter.recovery.engine import RecoveryEngine
 from exporter.recovery.types import FailureEvent
 from exporter.webhook.identity import Identity
-from exporter.webhook.matchers import Matcher, matches_all, parse_matcher
+from exporter.webhook.matchers import Matcher, any_of, matches_all, parse_matcher
 from exporter.webhook.models import Alert, Notification
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,14 @@ class Intake:
             if matches_all(matchers, alert.labels):
                 return failure_type
         return None
+
+    def filters(self) -> list[str]:
+        """Alertmanager filter matchers that keep every alert this intake could take: the
+        identity's and the routes', where each can be said as one matcher (see any_of)."""
+        found = [self.identity.pushdown()]
+        if self._annotation is None and all(len(ms) == 1 for ms, _ in self._routes):
+            found.append(any_of([ms[0] for ms, _ in self._routes]))  # None when no routes
+        return [f for f in found if f]
 
     def handle(self, notification: Notification) -> Summary:
         """Every alert of a pushed notification; never raises for an alert."""

@@ -56,3 +56,22 @@ def parse_matcher(text: str) -> Matcher:
 def matches_all(matchers: list[Matcher], labels: dict[str, str]) -> bool:
     """True when every matcher matches (an empty list matches everything)."""
     return all(m.matches(labels) for m in matchers)
+
+
+def render(matcher: Matcher) -> str:
+    """The matcher as Alertmanager writes it (`name=~"value"`)."""
+    quoted = matcher.value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{matcher.name}{matcher.op}"{quoted}"'
+
+
+def any_of(matchers: list[Matcher]) -> str | None:
+    """One matcher that matches exactly when any of these does, when they can be said as
+    one: all `=` or `=~` on the same label. Else None."""
+    if not matchers or len({m.name for m in matchers}) != 1:
+        return None
+    if any(m.op not in ("=", "=~") for m in matchers):
+        return None
+    if len(matchers) == 1:
+        return render(matchers[0])
+    union = "|".join(f"(?:{m.value})" if m.op == "=~" else re.escape(m.value) for m in matchers)
+    return render(Matcher(matchers[0].name, "=~", union))

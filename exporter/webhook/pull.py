@@ -1,8 +1,9 @@
 """Pull mode: poll Alertmanager's API v2 for the active alerts about this host.
 
 Every `interval`, one `GET /api/v2/alerts?active=true&silenced=false&inhibited=false` with
-`filter=` matchers built from the identity, the routes and `pull.filters`, to the last peer
-that answered (on an error, the next one: any peer of an HA cluster will do). Each alert
+`filter=` matchers from the intake (identity and routes: Intake.filters) and `pull.filters`,
+to the last peer that answered (on an error, the next one: any peer of an HA cluster will
+do). Each alert
 goes through the same intake as a pushed one (identity, route, claim) with the same episode
 identity, so push and pull can both be on without duplicates. An alert is offered once per
 appearance; it is offered again only if its claim was refused or did not commit. An alert
@@ -13,7 +14,6 @@ episode; a failed poll changes nothing.
 from __future__ import annotations
 
 import logging
-import re
 import ssl
 import threading
 import time
@@ -25,11 +25,10 @@ import httpx
 from pydantic import ValidationError
 
 from exporter.clock import Clock
-from exporter.config.webhook import PullConfig, RouteConfig
+from exporter.config.webhook import PullConfig
+from exporter.histogram import Histogram
 from exporter.webhook.auth import read_secret
-from exporter.webhook.identity import Identity
 from exporter.webhook.intake import Answer, Intake
-from exporter.webhook.matchers import parse_matcher
 from exporter.webhook.models import PULLED, Alert, PulledAlert
 
 log = logging.getLogger(__name__)
@@ -42,25 +41,6 @@ RESULTS = ("accepted", "duplicate", "ignored", "resolved", "refused")
 
 class PullError(Exception):
     """No peer answered a poll."""
-
-
-def route_pushdown(routes: list[RouteConfig], annotation: str | None) -> str | None:
-    """One filter matcher that keeps every alert some route takes, when the routes can be
-    said as one (each a single = or =~ on the same label); else None (filter here)."""
-    if not routes or annotation is not None:
-        return None
-    matchers = []
-    for route in routes:
-        if len(route.matchers) != 1:
-            return None
-        matchers.append(parse_matcher(route.matchers[0]))
-    if len({m.name for m in matchers}) != 1 or any(m.op not in ("=", "=~") for m in matchers):
-        return None
-    alternatives = "|".join(
-        f"(?:{m.value})" if m.op == "=~" else re.escape(m.value) for m in matchers
-    )
-    quoted = alternatives.replace("\\", "\\\\").replace('"', '\\"')
-    return f'{matchers[0].name}=~"{quoted}"'
 
 
 def http_client(config: PullConfig) -> httpx.Client:
@@ -90,9 +70,7 @@ class PullStats:
 
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
     alerts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
-    durations: list[int] = field(default_factory=lambda: [0] * len(POLL_BUCKETS))
-    duration_sum: float = 0.0
-    polls: int = 0
+    durations: Histogram = field(default_factory=lambda: Histogram(POLL_BUCKETS))
     last_success: float = 0.0
     last_alerts: int = 0
     failing: int = 0
@@ -109,9 +87,6 @@ class Puller:
         config: PullConfig,
         intake: Intake,
         *,
-        identity: Identity,
-        routes: list[RouteConfig],
-        annotation: str | None,
         clock: Clock,
         client: httpx.Client | None = None,
         on_change: Callable[[], None] | None = None,
@@ -125,10 +100,10 @@ class Puller:
         self._current = 0
         server_name = config.tls.server_name if config.tls else None
         self._extensions = {"sni_hostname": server_name} if server_name else {}
-        pushed = [identity.pushdown(), route_pushdown(routes, annotation), *config.filters]
+        pushed = [*intake.filters(), *config.filters]
         params: list[tuple[str, str | int | float | bool | None]] = [
             ("active", "true"), ("silenced", "false"), ("inhibited", "false"),
-            *(("filter", m) for m in pushed if m),
+            *(("filter", m) for m in pushed),
         ]  # fmt: skip
         if config.receiver:
             params.append(("receiver", config.receiver))
@@ -238,11 +213,7 @@ class Puller:
         elapsed = time.perf_counter() - began
         with self._lock:
             stats = self.stats
-            stats.polls += 1
-            stats.duration_sum += elapsed
-            for index, bound in enumerate(POLL_BUCKETS):
-                if elapsed <= bound:
-                    stats.durations[index] += 1
+            stats.durations.observe(elapsed)
             if failed:
                 if not stats.failing:
                     log.error("no Alertmanager peer answered: %s", failed)

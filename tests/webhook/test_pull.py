@@ -18,9 +18,7 @@ import pytest
 
 from exporter.app import Medic
 from exporter.config import parse_config
-from exporter.config.webhook import RouteConfig
 from exporter.webhook.identity import Identity
-from exporter.webhook.pull import route_pushdown
 from tests.e2e.stack import Alertmanager
 from tests.helpers import wait_until
 
@@ -65,7 +63,7 @@ class Puller:
 
     def polls(self) -> int:
         assert self.medic.puller is not None
-        return self.medic.puller.stats.polls
+        return self.medic.puller.stats.durations.count
 
     def after_polls(self, n: int) -> None:
         """Wait until n more polls have finished (evidence that nothing else will come)."""
@@ -117,7 +115,7 @@ def pulled(job: str, instance: str | None, **labels: str) -> dict[str, str]:
     return alert
 
 
-def test_pushdown_is_exact_or_absent() -> None:
+def test_pushdown_is_exact_or_absent(tmp_path: Path) -> None:
     identity = Identity.from_config(parse_config(f"identity: {MINE}", env={}).identity)
     assert identity.pushdown() == 'instance=~"host-a(:[0-9]+)?"'
     alike = parse_config(
@@ -128,14 +126,26 @@ def test_pushdown_is_exact_or_absent() -> None:
     assert Identity.from_config(parse_config(
         "identity: {matchers: ['node=\"a\"']}", env={}).identity).pushdown() is None  # fmt: skip
     assert Identity(names=["a"]).pushdown() is None
-    routes = [RouteConfig(matchers=['medic_failure_type="vram_exhaustion"'],
-                          failure_type="vram_exhaustion"),
-              RouteConfig(matchers=['medic_failure_type=~"model_.*"'],
-                          failure_type="model_loading_failure")]  # fmt: skip
-    assert route_pushdown(routes, None) == 'medic_failure_type=~"vram_exhaustion|(?:model_.*)"'
-    assert route_pushdown(routes, "medic_failure_type") is None  # an annotation can route
-    two = [RouteConfig(matchers=['a="1"', 'b="2"'], failure_type="vram_exhaustion")]
-    assert route_pushdown(two, None) is None
+
+    def filters(webhook: str) -> list[str]:
+        text = f"""
+data_dir: {tmp_path}
+recovery:
+  actions: {{noop: {{type: in_process}}}}
+  failures: {{vram_exhaustion: {{ladder: [noop]}}, model_loading_failure: {{ladder: [noop]}}}}
+webhook: {webhook}
+"""
+        return Medic(parse_config(text, env={})).intake.filters()  # built-in identity: none
+
+    routes = """
+  routes:
+    - {matchers: ['medic_failure_type="vram_exhaustion"'], failure_type: vram_exhaustion}
+    - {matchers: ['medic_failure_type=~"model_.*"'], failure_type: model_loading_failure}"""
+    assert filters("\n" + routes) == ['medic_failure_type=~"vram_exhaustion|(?:model_.*)"']
+    # An annotation can route too: no filter would keep all it takes.
+    assert filters("\n  failure_type_annotation: medic_failure_type" + routes) == []
+    two = "\n  routes: [{matchers: ['a=\"1\"', 'b=\"2\"'], failure_type: vram_exhaustion}]"
+    assert filters(two) == []
 
 
 def test_pull_acts_once_on_this_hosts_alerts_only(
