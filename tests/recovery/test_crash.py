@@ -88,7 +88,7 @@ def alert(n: int, kind: str, status: str = "firing", **labels: str) -> dict[str,
     }
 
 
-class Alertmanager:
+class RetryingSender:
     """Sends notifications until each gets a 2xx, as Alertmanager does; records answers."""
 
     def __init__(self, url: str, seed: int) -> None:
@@ -206,7 +206,7 @@ def test_kill_9_at_random_instants_loses_nothing_and_doubles_nothing(
         return True
 
     proc = start()
-    sender = Alertmanager(url, seed=seed + 1)
+    sender = RetryingSender(url, seed=seed + 1)
     thread = threading.Thread(target=sender.run, daemon=True)
     thread.start()
     kills = 0
