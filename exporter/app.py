@@ -52,7 +52,7 @@ from exporter.storage.sqlite import DB_FILE, Database
 from exporter.version import __version__
 from exporter.webhook.identity import Identity
 from exporter.webhook.intake import Intake
-from exporter.webhook.route import WebhookStats
+from exporter.webhook.stats import WebhookStats
 
 if TYPE_CHECKING:
     from exporter.webhook.pull import Puller
@@ -133,7 +133,11 @@ class Medic:
         self.breakers.add_listener(self.render_loop.invalidate)
         self.render_loop.watch(resilience.version)
 
-        self.journal = Journal(self.db, self.clock)
+        retention = config.recovery.retention
+        self.journal = Journal(
+            self.db, self.clock,
+            max_attempts=retention.max_count, max_episodes=retention.max_episodes,
+        )  # fmt: skip
         self.actions = ActionRegistry()
         self.recovery = RecoveryEngine(
             config.recovery,

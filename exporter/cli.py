@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
 
     # Heavy imports only for `run`: check-config and version stay quick.
     from exporter.app import Medic  # noqa: PLC0415
-    from exporter.server import bind, serve  # noqa: PLC0415
+    from exporter.http.server import bind, serve  # noqa: PLC0415
     from exporter.webhook.auth import Authenticator, SecretError  # noqa: PLC0415
 
     authenticator = None

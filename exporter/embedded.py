@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporter import app
-from exporter.server import BackgroundServer, create_app
+from exporter.http.server import BackgroundServer, create_app
 
 
 class Medic(app.Medic):

@@ -15,10 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import uvicorn
-
 from exporter.app import Medic
-from exporter.server import _Server, bind, bound_url, create_app
+from exporter.http.server import _Server, bind, bound_url, create_app, uvicorn_config
 from exporter.storage.sqlite import Database
 
 
@@ -72,9 +70,7 @@ class FakeClock:
 def serving(medic: Medic) -> Iterator[str]:
     """Run medic's real ASGI app under uvicorn on 127.0.0.1 (free port) in a thread."""
     sock = bind("127.0.0.1:0")
-    config = uvicorn.Config(
-        create_app(medic), log_config=None, access_log=False, timeout_graceful_shutdown=1
-    )
+    config = uvicorn_config(create_app(medic), medic, timeout_graceful_shutdown=1)
     server = _Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

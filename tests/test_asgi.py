@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from exporter.asgi import PER_TURN, ClientGone, HotPaths, Turns, read_body, route_path
+from exporter.http.asgi import PER_TURN, ClientGone, HotPaths, Turns, read_body, route_path
 
 
 def _receiver(*messages: dict[str, Any]) -> Any:

@@ -189,7 +189,7 @@ def test_registration_never_collects(tmp_path: Path) -> None:
 
 def test_listening_socket_is_tcp_so_asyncio_sets_nodelay() -> None:
     # With proto 0 asyncio skips TCP_NODELAY, and keep-alive scrapes stall ~40 ms each.
-    from exporter.server import bind
+    from exporter.http.server import bind
 
     sock = bind("127.0.0.1:0")
     try:

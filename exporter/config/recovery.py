@@ -50,6 +50,13 @@ class CommandActionConfig(Strict):
     type: Literal["command"]
     argv: Annotated[list[str], Field(min_length=1)]
     cwd: str | None = None
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(
+        default_factory=dict, description="variables set for the command, as given"
+    )
+    env_passthrough: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        default_factory=list,
+        description="variables of medic's own environment the command may see (by name)",
+    )
 
 
 class SignalActionConfig(Strict):
@@ -113,7 +120,11 @@ class RetentionConfig(Strict):
     """How much history the journal keeps."""
 
     max_age: PositiveDuration = 30 * 86400.0
-    max_count: int = Field(default=10_000, ge=1)
+    max_count: int = Field(default=10_000, ge=1, description="attempts kept, newest first")
+    max_episodes: int = Field(
+        default=100_000, ge=1,
+        description="closed episodes kept for dedup, newest first (open ones always stay)",
+    )  # fmt: skip
 
 
 class RecoveryConfig(Strict):

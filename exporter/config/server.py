@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, model_validator
 
 from exporter.config.base import DEFAULT_LISTEN, PositiveDuration, Strict, check_listen
+from exporter.config.units import ByteSize
 
 
 class SecretConfig(Strict):
@@ -50,6 +51,41 @@ class TlsConfig(Strict):
     client_ca_file: str | None = None
 
 
+class LimitsConfig(Strict):
+    """What one client may cost: sizes, times and connections (see README, "Under load")."""
+
+    max_header_bytes: ByteSize = Field(
+        default=16 * 1024, ge=1024, description="request line and headers; beyond: 431"
+    )
+    max_url_bytes: ByteSize = Field(default=8 * 1024, ge=256, description="beyond: 414")
+    max_body_bytes: ByteSize = Field(
+        default=64 * 1024, ge=1024,
+        description="API request bodies (the webhook has webhook.max_body_bytes); beyond: 413",
+    )  # fmt: skip
+    header_timeout: PositiveDuration = Field(
+        default=10.0, description="from connect (or the last response) until the head is in"
+    )
+    body_timeout: PositiveDuration = Field(default=30.0, description="once the head is in")
+    idle_timeout: PositiveDuration = Field(default=5.0, description="keep-alive between requests")
+    max_connections: int = Field(
+        default=512, ge=2,
+        description="open connections; at the cap the longest idle one is closed",
+    )  # fmt: skip
+    reserved_connections: int = Field(
+        default=16, ge=1,
+        description="kept for /metrics and the health endpoints when the rest are busy",
+    )  # fmt: skip
+    max_subscribers: int = Field(
+        default=32, ge=1, description="event-stream clients (SSE and WebSocket); beyond: 503"
+    )
+
+    @model_validator(mode="after")
+    def _room(self) -> LimitsConfig:
+        if self.reserved_connections >= self.max_connections:
+            raise ValueError("reserved_connections must be below max_connections")
+        return self
+
+
 class ServerConfig(Strict):
     """Where medic listens."""
 
@@ -59,3 +95,4 @@ class ServerConfig(Strict):
     )
     auth: AuthConfig | None = None
     tls: TlsConfig | None = None
+    limits: LimitsConfig = LimitsConfig()

@@ -8,7 +8,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.webhook.intake import Intake
-from exporter.webhook.route import WebhookStats
+from exporter.webhook.stats import WebhookStats
 
 
 class WebhookCollector(Collector):

@@ -8,15 +8,21 @@ and action; a duplicate's answer waits for the original claim's commit (even whe
 episode already ended, e.g. skipped by its cooldown before the commit), so no answer
 promises more than the journal holds. A claim whose commit fails is forgotten again, open
 or closed (its arrival was answered "could not accept"), so a retry is claimed afresh.
+
+Memory stays bounded: only the newest MEMORY_CLOSED closed keys stay here; an older one is
+looked up in the journal when it comes again (a short read on its own connection). Without
+a journal, the oldest closed keys are forgotten.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from exporter.clock import Clock
+from exporter.recovery import journal as journal_module
 from exporter.recovery.episode import Episode
 from exporter.recovery.journal import Journal, Opened
 from exporter.recovery.types import QUEUED, RESOLVED, FailureEvent
@@ -41,13 +47,19 @@ class Claim:
 class Claims:
     """Every known episode key, open or closed, and the open episodes themselves."""
 
-    def __init__(self, journal: Journal, clock: Clock, queue_size: int) -> None:
+    def __init__(
+        self, journal: Journal, clock: Clock, queue_size: int, kept: int | None = None
+    ) -> None:
         self.lock = threading.Lock()
         self._journal = journal
         self._clock = clock
         self._queue_size = queue_size
+        self._kept = journal_module.MEMORY_CLOSED if kept is None else kept
         self._open: dict[str, Episode] = {}
-        self._closed: dict[str, str] = {}
+        self._closed: OrderedDict[str, str] = OrderedDict()
+        """The newest closed keys, oldest first."""
+        self._spilled = False
+        """Whether closed keys exist that only the journal knows."""
         self._unconfirmed: dict[str, Episode] = {}
         """Closed episodes whose claim has not committed yet: duplicates wait for it."""
         self.queued = 0
@@ -56,7 +68,8 @@ class Claims:
     def load(self, opened: Opened) -> None:
         """What the journal holds at start: closed keys and open episodes."""
         with self.lock:
-            self._closed = dict(opened.closed)
+            self._closed = OrderedDict(opened.closed)
+            self._spill()
             for episode in opened.episodes:
                 if episode.key is not None:
                     self._open[episode.key] = episode
@@ -97,10 +110,39 @@ class Claims:
                 if self._unconfirmed.get(key) is episode:
                     del self._unconfirmed[key]
 
+    def _remember(self, key: str, state: str) -> None:
+        """A closed key's state, newest (self.lock held)."""
+        self._closed[key] = state
+        self._closed.move_to_end(key)
+        self._spill()
+
+    def _spill(self) -> None:
+        """Leave only the newest `kept` closed keys in memory (self.lock held). Each one's
+        claim has committed (unconfirmed ones are in self._unconfirmed), so the journal
+        answers for it."""
+        while len(self._closed) > self._kept:
+            self._closed.popitem(last=False)
+            self._spilled = True
+
+    def _closed_state(self, key: str) -> str | None:
+        """A closed key's state, from memory or else the journal (self.lock held)."""
+        state = self._closed.get(key)
+        if state is None and self._spilled:
+            state = self._journal.closed_state(key)
+        return state
+
+    @property
+    def closed_in_memory(self) -> int:
+        """How many closed keys memory holds (bounded by `kept`)."""
+        return len(self._closed)
+
     def _known(self, key: str) -> Claim | None:
         """The answer for a key seen before (self.lock held), or None if it is new."""
         episode = self._open.get(key) or self._unconfirmed.get(key)
-        state = RESOLVED if episode is not None and episode.resolved else self._closed.get(key)
+        if episode is None:
+            state = self._closed_state(key)
+        else:
+            state = RESOLVED if episode.resolved else self._closed.get(key)
         pending = _pending(episode.claimed) if episode is not None else None
         if state == RESOLVED:
             return Claim("ignored_resolved", episode, pending,
@@ -145,7 +187,7 @@ class Claims:
             if key is not None and not episode.dropped:
                 if self._open.get(key) is episode:
                     del self._open[key]
-                self._closed[key] = RESOLVED if episode.resolved else state
+                self._remember(key, RESOLVED if episode.resolved else state)
                 claimed = episode.claimed
                 if claimed is not None and not claimed.done():
                     self._unconfirmed[key] = episode
@@ -161,12 +203,12 @@ class Claims:
                     episode.resolved = True
                     self._journal.mark_resolved(episode)
                 return ("running" if episode.started else "cancel"), episode
-            state = self._closed.get(key)
+            state = self._closed_state(key)
             if state is None:
                 self._journal.tombstone(key)
             elif state != RESOLVED:
                 self._journal.mark_resolved_key(key)
-            self._closed[key] = RESOLVED  # a late firing of it is ignored, not a duplicate
+            self._remember(key, RESOLVED)  # a late firing of it is ignored, not a duplicate
             return "closed", None
 
     def reset(self) -> None:
@@ -174,6 +216,7 @@ class Claims:
         with self.lock:
             self._closed.clear()
             self._unconfirmed.clear()
+            self._spilled = False  # the journal forgets them too (Journal.reset)
 
 
 def _pending(future: Future[bool] | None) -> Future[bool] | None:

@@ -20,6 +20,26 @@ OUTPUT_TAIL = launch.OUTPUT_TAIL
 _LABEL_NAME = re.compile(r"[^A-Z0-9_]")
 
 
+BASE_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "USER", "LOGNAME", "TMPDIR")
+"""What a command gets of medic's environment without asking: enough to find programs and
+decode text. Everything else (secrets read from env, proxies, tokens) only by name, through
+the action's env_passthrough."""
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def command_environment(
+    config: CommandActionConfig, source: dict[str, str] | os._Environ[str]
+) -> dict[str, str]:
+    """The base variables and the passthrough names that are set in source, then the
+    action's own env (a passthrough name never carries medic's secret if the config
+    sets it too: the config's value wins)."""
+    env = {name: source[name] for name in BASE_ENVIRONMENT if name in source}
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.update({name: source[name] for name in config.env_passthrough if name in source})
+    env.update(config.env)
+    return env
+
+
 def label_environment(labels: dict[str, str], base: dict[str, str]) -> dict[str, str]:
     """base plus MEDIC_LABEL_<NAME>=value per label; names sanitised, existing keys kept."""
     env = dict(base)
@@ -46,15 +66,16 @@ class CommandAction:
         self.name = name
         self._argv = list(config.argv)
         self._cwd = config.cwd
+        self._config = config
 
     async def run(self, ctx: ActionContext) -> ActionResult:
         """Succeeds on exit status 0; the output's tail goes into the detail."""
         if ctx.dry_run:
             return ActionResult(True, f"would run {self._argv}")
-        env = label_environment(ctx.event.labels, dict(os.environ))
-        env.setdefault("MEDIC_FAILURE_TYPE", ctx.event.failure_type)
-        env.setdefault("MEDIC_EPISODE", ctx.episode)
-        env.setdefault("MEDIC_ATTEMPT", str(ctx.attempt_id))
+        env = label_environment(ctx.event.labels, command_environment(self._config, os.environ))
+        env["MEDIC_FAILURE_TYPE"] = ctx.event.failure_type
+        env["MEDIC_EPISODE"] = ctx.episode
+        env["MEDIC_ATTEMPT"] = str(ctx.attempt_id)
         program = self._argv[0]
         if not _runnable(program, self._cwd, env.get("PATH")):
             return ActionResult(False, f"cannot run {program}: No such file or directory")

@@ -31,6 +31,11 @@ from exporter.storage.sqlite import Database, Statement
 log = logging.getLogger(__name__)
 
 MEMORY_ATTEMPTS = 5000
+MEMORY_CLOSED = 10_000
+"""Closed episodes' keys kept in memory for dedup; older ones are looked up in the journal."""
+PRUNE_STEP = 100
+"""Retention by count deletes every this many new attempts (closed episodes): a table holds
+at most its bound + PRUNE_STEP closed rows (and each delete is one range on the key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +61,14 @@ class Opened:
 class Journal:
     """Persists episodes, attempts and cooldowns; reads history back."""
 
-    def __init__(self, db: Database | None, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database | None,
+        clock: Clock,
+        *,
+        max_attempts: int = 10_000,
+        max_episodes: int = 100_000,
+    ) -> None:
         self.db = db
         self._clock = clock
         self._lock = threading.Lock()
@@ -64,6 +76,8 @@ class Journal:
         self._cooldowns: dict[str, Cooldown] = {}
         self._next_attempt = 1
         self._next_episode = 1
+        self._max_attempts, self._max_episodes = max_attempts, max_episodes
+        self._closings = 0
         if db is not None:
             schema.ensure(db, clock.time())
 
@@ -83,7 +97,7 @@ class Journal:
         recent attempts; close running attempts of the first layout that nobody owns."""
         if self.db is None:
             return Opened([], {}, 0)
-        found = startup.read(self.db, MEMORY_ATTEMPTS)
+        found = startup.read(self.db, MEMORY_ATTEMPTS, MEMORY_CLOSED)
         self._next_attempt, self._next_episode = found.next_attempt, found.next_episode
         self._cooldowns.update(
             (ft, Cooldown(until, consecutive))
@@ -103,6 +117,8 @@ class Journal:
     def _attempt_id(self) -> int:
         with self._lock:
             value, self._next_attempt = self._next_attempt, self._next_attempt + 1
+        if value % PRUNE_STEP == 0:
+            self._trim_attempts()
         return value
 
     # --- episode lifecycle (each method is one atomic write group) ------------------------
@@ -129,11 +145,13 @@ class Journal:
     def tombstone(self, key: str) -> Future[bool] | None:
         """A resolved alert for an episode never seen firing: a later firing is ignored."""
         now = self._clock.time()
-        return self._lasting([(
+        written = self._lasting([(
             "INSERT OR IGNORE INTO recovery_episodes (id, dedup_key, failure_type, source, "
             "state, received, updated) VALUES (?, ?, '', 'alert', 'resolved', ?, ?)",
             (self.episode_id(), key, now, now),
         )])  # fmt: skip
+        self._trim_episodes()  # closed at birth
+        return written
 
     def mark_resolved(self, episode: Episode) -> Future[bool] | None:
         """The episode's alert resolved (its next rung will not start)."""
@@ -216,7 +234,9 @@ class Journal:
             "interruptions = ?, updated = ? WHERE id = ?",
             (episode.state, reason[:2000], episode.interruptions, now, episode.id),
         ))  # fmt: skip
-        return self._lasting(statements)
+        ended = self._lasting(statements)
+        self._trim_episodes()
+        return ended
 
     def interrupt(self, attempt: RecoveryAttempt, detail: str) -> Future[bool] | None:
         """The rung in flight was cut off (medic stops): closed as interrupted, still the
@@ -295,6 +315,44 @@ class Journal:
         if self.db is not None:
             self.db.write("DELETE FROM recovery_cooldowns")
             self.db.write(f"DELETE FROM recovery_episodes WHERE state NOT IN {_OPEN}")  # noqa: S608
+
+    def closed_state(self, key: str) -> str | None:
+        """A key's state in the journal ('resolved' if its alert resolved), or None when the
+        journal has no episode for it. A short read that never waits for a commit."""
+        if self.db is None:
+            return None
+        rows = self.db.lookup(
+            "SELECT CASE WHEN resolved THEN 'resolved' ELSE state END FROM recovery_episodes "
+            "WHERE dedup_key = ?", (key,),
+        )  # fmt: skip
+        return str(rows[0][0]) if rows else None
+
+    def _trim_attempts(self) -> None:
+        """Retention by count, continuously: the attempts beyond the newest max_count are
+        exactly those with smaller ids (ids only grow), so this is one range delete on the
+        primary key, queued every PRUNE_STEP ids."""
+        if self.db is None:
+            return
+        with self._lock:
+            beyond = self._next_attempt - 1 - self._max_attempts
+        if beyond > 0:
+            self.db.write("DELETE FROM recovery_attempts WHERE id <= ?", (beyond,))
+
+    def _trim_episodes(self) -> None:
+        """Closed episodes beyond the newest max_episodes, every PRUNE_STEP closings (open
+        ones always stay: their ladders still run)."""
+        if self.db is None:
+            return
+        with self._lock:
+            self._closings += 1
+            if self._closings % PRUNE_STEP:
+                return
+            beyond = self._next_episode - 1 - self._max_episodes
+        if beyond > 0:
+            self.db.write(
+                f"DELETE FROM recovery_episodes WHERE id <= ? AND state NOT IN {_OPEN}",  # noqa: S608
+                (beyond,),
+            )
 
     def prune(self, max_age: float, max_count: int) -> None:
         """Drop attempts and closed episodes older than max_age, attempts beyond max_count."""

@@ -32,7 +32,7 @@ class Stored:
     next_episode: int
 
 
-def read(db: Database, recent: int) -> Stored:
+def read(db: Database, recent: int, closed_kept: int = 10_000) -> Stored:
     """Everything a start needs, oldest open episode first."""
     next_ids = [
         int(db.query(f"SELECT COALESCE(MAX(id), 0) FROM {table}")[0][0]) + 1  # noqa: S608
@@ -41,10 +41,13 @@ def read(db: Database, recent: int) -> Stored:
     episodes = [episode(db, row) for row in db.query(
         f"SELECT {EPISODE_COLUMNS} FROM recovery_episodes WHERE state IN {OPEN} ORDER BY id"  # noqa: S608
     )]  # fmt: skip
-    closed = dict(db.query(
+    # The newest closed keys, oldest first (the order Claims forgets them in); older ones
+    # are looked up in the journal when they come again.
+    closed = dict(reversed(db.query(
         "SELECT dedup_key, CASE WHEN resolved THEN 'resolved' ELSE state END "  # noqa: S608
-        f"FROM recovery_episodes WHERE dedup_key IS NOT NULL AND state NOT IN {OPEN}"
-    ))  # fmt: skip
+        f"FROM recovery_episodes WHERE dedup_key IS NOT NULL AND state NOT IN {OPEN} "
+        "ORDER BY id DESC LIMIT ?", (closed_kept + 1,),
+    )))  # fmt: skip
     cooldowns = {
         ft: (float(until), int(consecutive))
         for ft, until, consecutive in db.query(

@@ -68,8 +68,14 @@ class SqliteBreakerStore:
 
     def save(self, stored: StoredBreaker) -> None:
         """Queue the write; the database commits it in the background."""
-        self._db.write(
-            "INSERT INTO breaker_state (name, state, since) VALUES (?, ?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET state = excluded.state, since = excluded.since",
-            (stored.name, stored.state.value, stored.since),
-        )
+        # Retried until it lands (a full disk): a breaker opened meanwhile must still be
+        # open after a restart. A late retry never moves a newer state back.
+        self._db.write_group(
+            [(
+                "INSERT INTO breaker_state (name, state, since) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET state = excluded.state, since = excluded.since "
+                "WHERE excluded.since >= breaker_state.since",
+                (stored.name, stored.state.value, stored.since),
+            )],
+            retry=True,
+        )  # fmt: skip

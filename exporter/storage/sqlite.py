@@ -4,9 +4,11 @@ Callers never block on the disk: write() queues a statement and returns its batc
 future; the writer thread commits whatever has queued up in one transaction. A commit costs
 the same for one row or five hundred, so batching is what keeps throughput high. Whoever
 must know that a write is on disk (an alert's claim, a rung's start) awaits the future.
-When the disk refuses (read-only, full), the error is logged once and `healthy` turns False
-for the rest of the process (the file now misses rows); groups written with retry=True are
-committed again until they are.
+When the disk refuses (read-only, full), the error is logged and `healthy` turns False;
+groups written with retry=True (what must not be lost) are committed again, with backoff,
+until they are. `healthy` turns True again once a batch commits and no such group waits.
+Reads that must not queue behind a commit (dedup lookups) use `lookup()`, on a second
+connection: in WAL mode a reader never waits for the writer.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class Database:
         self._writer: threading.Thread | None = None
         self.healthy = True
         self.last_error = ""
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
 
     def script(self, sql: str) -> None:
         """Run DDL now (schema creation at start-up)."""
@@ -82,6 +86,16 @@ class Database:
         """Run a read and return every row."""
         with self._lock:
             return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def lookup(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """A short read on the reader connection: it never waits for a commit in progress."""
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = sqlite3.connect(
+                    self.path, check_same_thread=False, isolation_level=None
+                )
+                self._reader.execute("PRAGMA query_only=1")
+            return self._reader.execute(sql, tuple(params)).fetchall()
 
     def write(self, sql: str, params: Iterable[Any] = ()) -> Future[bool]:
         """Queue a write; it is committed soon, with whatever else is queued.
@@ -133,6 +147,9 @@ class Database:
             self._writer.join(timeout)
         with self._lock:
             self._conn.close()
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
 
     def _take(self) -> tuple[list[Statement | Group], Future[bool], list[Group]] | None:
         """The queued writes, their shared future and the retries now due; None once
@@ -184,6 +201,8 @@ class Database:
                 if not self._commit(group.statements):
                     self._again(group)
             if not batch:
+                if due and not self.healthy:
+                    self._recovered()
                 continue
             committed = True
             for chunk, retried in _transactions(batch):
@@ -191,10 +210,21 @@ class Database:
                     committed = False
                     for group in retried:
                         self._again(group)
+            if committed and not self.healthy:
+                self._recovered()
             done.set_result(committed)
             with self._idle:
                 self._queued -= len(batch)
                 self._idle.notify_all()
+
+    def _recovered(self) -> None:
+        """Healthy again once nothing that must not be lost waits (writer thread only)."""
+        with self._pending_lock:
+            if self._retries:
+                return
+        self.healthy = True
+        log.warning("%s is written again; every write that must not be lost has been "
+                    "committed", self.path)  # fmt: skip
 
     def _commit(self, batch: list[Statement]) -> bool:
         try:
@@ -211,8 +241,8 @@ class Database:
                         self._conn.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
-            # Sticky: once a batch is lost the file's history has a hole, whatever succeeds
-            # later. Readers should trust their in-memory state from here on.
+            # What failed without retry was refused to its sender (a claim: 503) or is
+            # rewritten by its owner; what must not be lost waits in self._retries.
             if self.healthy:
                 log.error("cannot write %s: %s; what cannot be recorded does not happen "
                           "(alerts get 503, actions wait)", self.path, exc)  # fmt: skip

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from examples.inference_service.app import Service, build  # noqa: E402
 from examples.inference_service.pipeline import WEIGHTS, build_weights  # noqa: E402
-from exporter.server import _Server, bind, bound_url  # noqa: E402
+from exporter.http.server import _Server, bind, bound_url  # noqa: E402
 from tests.helpers import wait_until  # noqa: E402
 from tests.test_server import value  # noqa: E402
 

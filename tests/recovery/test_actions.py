@@ -15,39 +15,74 @@ from pathlib import Path
 import pytest
 
 from exporter.recovery.actions import ActionContext
-from exporter.recovery.external import label_environment
+from exporter.recovery.external import BASE_ENVIRONMENT, label_environment
+from exporter.recovery.types import FailureEvent
 from tests.recovery.conftest import settled
+
+
+def _env_dumper(out: Path) -> str:
+    script = "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'))"
+    return f'[{sys.executable}, -c, "{script}", {out}]'
 
 
 def test_labels_reach_commands_only_as_sanitised_environment(start_medic, tmp_path: Path) -> None:
     out = tmp_path / "env.json"
-    script = (
-        "import json, os, sys; json.dump({k: v for k, v in os.environ.items() "
-        "if k.startswith('MEDIC_')}, open(sys.argv[1], 'w'))"
-    )
     medic = start_medic(f"""
 recovery:
   actions:
-    dump: {{type: command, argv: [{sys.executable}, -c, "{script}", {out}]}}
+    dump:
+      type: command
+      argv: {_env_dumper(out)}
+      env: {{MEDIC_LABEL_KEEP: from-the-operator}}
   failures:
     system_resource_error: {{ladder: [dump]}}
 """)
-    os.environ["MEDIC_LABEL_KEEP"] = "from-the-operator"
-    try:
-        medic.report_failure(
-            "system_resource_error",
-            labels={"instance": "gpu-7", "bad-name; rm -rf /": "$(touch pwned)", "keep": "alert"},
-        )
-        (attempt,) = settled(medic, 1)
-    finally:
-        del os.environ["MEDIC_LABEL_KEEP"]
+    medic.report_failure(
+        "system_resource_error",
+        labels={"instance": "gpu-7", "bad-name; rm -rf /": "$(touch pwned)", "keep": "alert"},
+    )
+    (attempt,) = settled(medic, 1)
     assert attempt.outcome.value == "succeeded"
     env = json.loads(out.read_text())
     assert env["MEDIC_LABEL_INSTANCE"] == "gpu-7"
     assert env["MEDIC_LABEL_BAD_NAME__RM__RF__"] == "$(touch pwned)"  # data, never run
-    assert env["MEDIC_LABEL_KEEP"] == "from-the-operator"  # existing variables win
+    assert env["MEDIC_LABEL_KEEP"] == "from-the-operator"  # the operator's variables win
     assert env["MEDIC_FAILURE_TYPE"] == "system_resource_error"
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_a_command_never_sees_medics_secrets_only_what_its_action_lists(
+    start_medic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "env.json"
+    monkeypatch.setenv("MEDIC_TEST_TOKEN", "s3cret-bearer")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("UNRELATED", "x")
+    medic = start_medic(f"""
+server:
+  listen: 127.0.0.1:0
+  auth: {{bearer_token: {{env: MEDIC_TEST_TOKEN}}}}
+recovery:
+  actions:
+    dump:
+      type: command
+      argv: {_env_dumper(out)}
+      env_passthrough: [HTTPS_PROXY, NOT_SET_ANYWHERE]
+  failures:
+    system_resource_error: {{ladder: [dump]}}
+""")
+    medic.report_failure("system_resource_error", labels={"instance": "gpu-7"})
+    (attempt,) = settled(medic, 1)
+    assert attempt.outcome.value == "succeeded"
+    env = json.loads(out.read_text())
+    assert "s3cret-bearer" not in json.dumps(env)
+    assert "MEDIC_TEST_TOKEN" not in env and "UNRELATED" not in env
+    assert env["HTTPS_PROXY"] == "http://proxy.example:3128"
+    assert "NOT_SET_ANYWHERE" not in env
+    assert env["PATH"]  # the fixed base: programs are still found
+    assert set(env) <= {*BASE_ENVIRONMENT, "HTTPS_PROXY", "MEDIC_LABEL_INSTANCE",
+                        "MEDIC_FAILURE_TYPE", "MEDIC_EPISODE", "MEDIC_ATTEMPT", "PWD",
+                        "SHLVL", "_", "LC_CTYPE"}  # fmt: skip
 
 
 def test_label_names_are_sanitised() -> None:
@@ -231,3 +266,10 @@ recovery:
     wait_until(lambda: on_record(ended) == 50, timeout=30, what="every end recorded")
     final = "SELECT COUNT(*) FROM recovery_episodes WHERE state = 'succeeded'"
     wait_until(lambda: on_record(final) == 50, timeout=30, what="every episode final")
+    # ...and the journal is back: up in /metrics and in the API's reads, accepting again.
+    wait_until(lambda: medic.recovery.journal_healthy, timeout=30, what="journal_up back to 1")
+    medic.exposition.render()
+    assert "medic_recovery_journal_up 1.0" in medic.exposition.render().text.decode()
+    assert medic.recovery.submit(FailureEvent("network_error", "api", {}, "after")).accepted
+    assert medic.recovery.wait_idle(10)
+    wait_until(lambda: on_record(final) == 51, timeout=30, what="a new episode, on record")

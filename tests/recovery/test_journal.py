@@ -8,6 +8,7 @@ import httpx
 
 from exporter.app import Medic
 from exporter.config import parse_config
+from exporter.recovery.actions import ActionContext
 from exporter.recovery.journal import Journal
 from exporter.recovery.types import Outcome, RecoveryAttempt
 from exporter.storage.sqlite import Database
@@ -60,3 +61,60 @@ recovery:
         assert medic.recovery.wait_idle(10)
         body = httpx.get(f"{url}/api/v1/recoveries").json()
         assert [a["outcome"] for a in body["attempts"]] == ["succeeded"]  # from memory
+
+
+def test_a_flood_keeps_the_journal_within_its_bound_and_closed_episodes_leave_memory(
+    start_medic, monkeypatch
+) -> None:
+    from exporter.recovery import journal as journal_module
+    from exporter.recovery.types import FailureEvent
+
+    monkeypatch.setattr(journal_module, "MEMORY_CLOSED", 300)
+    medic = start_medic("""
+recovery:
+  cooldown: {base: 0s}
+  queue_size: 5000
+  max_waiting_per_type: 5000
+  rate_limit: {actions: 100000}
+  retention: {max_count: 500, max_episodes: 800}
+  actions:
+    noop: {type: in_process}
+  failures:
+    network_error: {ladder: [noop]}
+""")
+    ran: list[str] = []
+    def noop(ctx: ActionContext) -> bool:
+        ran.append(ctx.episode)
+        return True
+
+    medic.actions.register("noop", noop)
+    db = medic.db
+    assert db is not None
+
+    def rows(table: str) -> int:
+        return int(db.query(f"SELECT COUNT(*) FROM {table}")[0][0])
+
+    most = {"recovery_attempts": 0, "recovery_episodes": 0}
+    for n in range(3000):
+        submitted = medic.recovery.submit(FailureEvent("network_error", "api", {}, f"k{n}"))
+        assert submitted.accepted
+        if n % 250 == 0:
+            most = {table: max(seen, rows(table)) for table, seen in most.items()}
+    assert medic.recovery.wait_idle(30)
+    db.flush()
+    most = {table: max(seen, rows(table)) for table, seen in most.items()}
+    assert len(ran) == 3000
+    # Trimmed as it goes: never more than the bound plus one step (plus what is open).
+    step = journal_module.PRUNE_STEP
+    assert most["recovery_attempts"] <= 500 + step, most
+    assert most["recovery_episodes"] <= 800 + step + 5000, most  # open ones always stay
+    assert rows("recovery_attempts") <= 500 + step and rows("recovery_episodes") <= 800 + step
+    # Closed episodes left memory; the journal still answers dedup for them...
+    assert medic.recovery.claims.closed_in_memory <= 300
+    again = medic.recovery.submit(FailureEvent("network_error", "api", {}, "k2500"))
+    assert again.result == "duplicate"
+    # ...until retention drops them: the documented dedup horizon (max_episodes).
+    gone = medic.recovery.submit(FailureEvent("network_error", "api", {}, "k10"))
+    assert gone.result == "accepted"
+    assert medic.recovery.wait_idle(10)
+    assert ran.count("k2500") == 1 and ran.count("k10") == 2

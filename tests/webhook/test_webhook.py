@@ -14,8 +14,8 @@ import pytest
 
 from exporter.app import Medic
 from exporter.config import parse_config
+from exporter.http import alerts as route
 from exporter.storage.sqlite import DB_FILE
-from exporter.webhook import route
 from exporter.webhook.matchers import matches_all, parse_matcher
 from tests.helpers import fill_database, make_room, serving
 from tests.test_server import value, wait_for_metric

@@ -10,6 +10,7 @@ import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -18,15 +19,16 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from exporter.api import recovery_router
 from exporter.app import Medic
-from exporter.asgi import HotPaths, header, respond
 from exporter.config import split_listen
+from exporter.http.alerts import AlertsEndpoint
+from exporter.http.api import recovery_router
+from exporter.http.asgi import HotPaths, header, respond
+from exporter.http.connections import Limits, descriptor_room, protocol_class
+from exporter.http.stream import events_endpoint
 from exporter.metrics.exposition import Exposition
-from exporter.stream import events_endpoint
 from exporter.version import __version__
 from exporter.webhook.auth import Authenticator
-from exporter.webhook.route import AlertsEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,45 @@ class MetricsEndpoint:
         await respond(send, 200, body, content_type.encode(), extra)
 
 
+def limits(medic: Medic) -> Limits:
+    """The connection limits from server.limits, with the webhook's own body limit and the
+    connection cap lowered to what the descriptor limit allows."""
+    configured = medic.config.server.limits
+    cap = descriptor_room(configured.max_connections)
+    if cap < configured.max_connections:
+        log.warning(
+            "server.limits.max_connections lowered from %d to %d: the process may open only "
+            "so many files (ulimit -n)", configured.max_connections, cap,
+        )  # fmt: skip
+    return Limits(
+        max_header_bytes=configured.max_header_bytes,
+        max_url_bytes=configured.max_url_bytes,
+        max_body_bytes=configured.max_body_bytes,
+        body_limits={"/api/v1/alerts": medic.config.webhook.max_body_bytes},
+        header_timeout=configured.header_timeout,
+        body_timeout=configured.body_timeout,
+        max_connections=max(2, cap),
+        reserved_connections=min(configured.reserved_connections, max(1, cap - 1)),
+    )
+
+
+def uvicorn_config(app: ASGIApp, medic: Medic, **options: Any) -> uvicorn.Config:
+    """uvicorn's settings for medic: its protocol with the limits, TLS, no access log."""
+    protocol, _book = protocol_class(limits(medic))
+    return uvicorn.Config(
+        app,
+        http=protocol,
+        ws="websockets-sansio",
+        ws_max_size=64 * 1024,
+        timeout_keep_alive=max(1, int(medic.config.server.limits.idle_timeout)),
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        **tls_options(medic),  # type: ignore[arg-type]
+        **options,
+    )
+
+
 class BackgroundServer:
     """medic started and its HTTP API served from a daemon thread (embedded use)."""
 
@@ -151,12 +192,8 @@ class BackgroundServer:
         self._sock = bind(listen)
         self.url = bound_url(self._sock)
         medic.start()
-        config = uvicorn.Config(
-            create_app(medic, manage_lifecycle=False),
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=1,
-            **tls_options(medic),  # type: ignore[arg-type]
+        config = uvicorn_config(
+            create_app(medic, manage_lifecycle=False), medic, timeout_graceful_shutdown=1
         )
         self._server = _Server(config)
         self._thread = threading.Thread(
@@ -235,15 +272,11 @@ def tls_options(medic: Medic) -> dict[str, object]:
 
 def serve(medic: Medic, sock: socket.socket, authenticator: Authenticator | None = None) -> None:
     """Serve until SIGTERM/SIGINT; in-flight responses get `shutdown_grace` seconds."""
-    config = uvicorn.Config(
-        create_app(medic, authenticator=authenticator),
-        log_config=None,
-        access_log=False,
-        server_header=False,
+    config = uvicorn_config(
+        create_app(medic, authenticator=authenticator), medic,
         timeout_graceful_shutdown=max(1, int(medic.config.server.shutdown_grace)),
         lifespan="on",
-        **tls_options(medic),  # type: ignore[arg-type]
-    )
+    )  # fmt: skip
     url = bound_url(sock)
     if medic.config.server.tls is not None:
         url = url.replace("http://", "https://", 1)

@@ -8,17 +8,17 @@ remediation is still a 2xx.
 from __future__ import annotations
 
 import logging
-import threading
 
 from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.types import Receive, Scope, Send
 
-from exporter.asgi import ClientGone, Headers, Turns, header, read_body, respond
+from exporter.http.asgi import ClientGone, Headers, Turns, header, read_body, respond
 from exporter.storage.sqlite import CommitWaits
 from exporter.webhook.auth import Authenticator
 from exporter.webhook.intake import Intake
 from exporter.webhook.models import NOTIFICATION, Notification
+from exporter.webhook.stats import WebhookStats
 
 log = logging.getLogger(__name__)
 
@@ -39,29 +39,8 @@ def _problems(exc: ValidationError) -> list[str]:
     return [f"{_location(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()[:MAX_PROBLEMS]]
 
 
-class WebhookStats:
-    """Requests by status code; a version number for the render loop to poll."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[str, int] = {}
-        self.version = 0
-
-    def count(self, code: int) -> None:
-        """Count one answered request."""
-        with self._lock:
-            key = str(code)
-            self.requests[key] = self.requests.get(key, 0) + 1
-            self.version += 1
-
-    def snapshot(self) -> dict[str, int]:
-        """Requests per code."""
-        with self._lock:
-            return dict(self.requests)
-
-
 class AlertsEndpoint:
-    """The plain-ASGI endpoint for Alertmanager's webhook (POST only; see exporter.asgi)."""
+    """The plain-ASGI endpoint for Alertmanager's webhook (POST only; see exporter.http.asgi)."""
 
     def __init__(
         self,

@@ -1,0 +1,1 @@
+"""HTTP: the ASGI routes and the server that serves them (metrics, webhook, API, events)."""
