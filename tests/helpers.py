@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -89,15 +90,28 @@ class MedicProcess:
 
     LISTENING = re.compile(r"listening on (https?://\S+)")
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        args: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        nofile: int | None = None,
+    ):
+        """nofile: the child's descriptor limit (soft and hard), like `ulimit -n`."""
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         full_env = {**os.environ, **(env or {})}
+
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "run", "--listen", "127.0.0.1:0", *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=full_env,
+            preexec_fn=limit if nofile is not None else None,  # noqa: PLW1509 - no threads here
         )
         self.url = ""
 
