@@ -19,7 +19,7 @@ class Medic(app.Medic):
     def asgi_app(self) -> Any:
         """medic's HTTP API as an ASGI app to mount in the app's own server (e.g.
         `app.mount("/medic", medic.asgi_app())`); the app starts and stops medic."""
-        return create_app(self, manage_lifecycle=False)
+        return create_app(self, manage_lifecycle=False, check_host=False)
 
     def serve_in_background(self, listen: str = "127.0.0.1:0") -> BackgroundServer:
         """Start medic and serve its HTTP API from a daemon thread; stop() ends both."""

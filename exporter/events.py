@@ -1,5 +1,13 @@
 """The event stream (the seeds' websocket_manager): recovery attempts and health changes,
-fanned out to Server-Sent-Events subscribers. Publishing is safe from any thread."""
+kept in one ring and read by Server-Sent-Events and WebSocket subscribers. Publishing is
+safe from any thread.
+
+A publisher's cost does not grow with the number of subscribers: it appends to the ring and
+asks each subscribers' loop (usually one) for a wake-up, at most one pending per loop and
+at most one per WAKE_EVERY seconds. Subscribers then read what is new from the ring at
+their own cursor; one that falls behind the ring's oldest event is cut (it resumes with
+Last-Event-ID and learns what it missed from the journal).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import contextlib
 import itertools
 import json
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +24,9 @@ from typing import Any
 from exporter.clock import Clock, SystemClock
 
 HISTORY = 1000
+WAKE_EVERY = 0.05
+"""Seconds between wake-ups of a loop's subscribers at most: a burst of events costs each
+subscriber one wake-up, not one per event."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,62 +38,116 @@ class Event:
     time: float
     data: dict[str, Any]
 
+    def payload(self) -> str:
+        """The event's data as JSON (with its time)."""
+        return json.dumps({"time": self.time, **self.data}, separators=(",", ":"))
+
     def sse(self) -> bytes:
         """The event in text/event-stream framing."""
-        payload = json.dumps({"time": self.time, **self.data}, separators=(",", ":"))
-        return f"id: {self.id}\nevent: {self.kind}\ndata: {payload}\n\n".encode()
+        return f"id: {self.id}\nevent: {self.kind}\ndata: {self.payload()}\n\n".encode()
+
+    def message(self) -> str:
+        """The event as one WebSocket text message."""
+        return f'{{"id":{self.id},"event":"{self.kind}","data":{self.payload()}}}'
 
 
 @dataclass(eq=False)
 class Subscription:
-    """A subscriber's queue on its own event loop; a slow one is cut off, not waited for."""
+    """A subscriber on its loop: where it has read up to, and its wake-up."""
 
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Event | None] = field(default_factory=lambda: asyncio.Queue(HISTORY))
+    cursor: int
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(eq=False)
+class _Loop:
+    """The subscribers of one event loop and whether a wake-up is pending for them."""
+
+    subscribers: set[Subscription] = field(default_factory=set)
+    pending: bool = False
+    last: float = 0.0
 
 
 class EventHub:
-    """Keeps the last events and hands new ones to every subscriber."""
+    """Keeps the last events; subscribers read them at their own pace."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._recent: deque[Event] = deque(maxlen=HISTORY)
-        self._subscribers: set[Subscription] = set()
+        self._loops: dict[asyncio.AbstractEventLoop, _Loop] = {}
+
+    @property
+    def subscribers(self) -> int:
+        """How many subscribers there are now."""
+        with self._lock:
+            return sum(len(group.subscribers) for group in self._loops.values())
 
     def publish(self, kind: str, **data: Any) -> Event:
-        """Record an event and deliver it to every subscriber (non-blocking)."""
+        """Record an event and wake its subscribers' loops (non-blocking, O(loops))."""
         with self._lock:
             event = Event(next(self._ids), kind, self._clock.time(), data)
             self._recent.append(event)
-            subscribers = list(self._subscribers)
-        for sub in subscribers:
+            due = [(loop, group) for loop, group in self._loops.items() if not group.pending]
+            for _, group in due:
+                group.pending = True
+        for loop, group in due:
             with contextlib.suppress(RuntimeError):  # that loop has closed: it is leaving
-                sub.loop.call_soon_threadsafe(self._deliver, sub, event)
+                loop.call_soon_threadsafe(self._schedule, loop, group)
         return event
 
-    def _deliver(self, sub: Subscription, event: Event) -> None:
-        try:
-            sub.queue.put_nowait(event)
-        except asyncio.QueueFull:  # too slow to keep up: end its stream rather than block
-            self.unsubscribe(sub)
-            with contextlib.suppress(asyncio.QueueEmpty):
-                sub.queue.get_nowait()
-            sub.queue.put_nowait(None)
+    def _schedule(self, loop: asyncio.AbstractEventLoop, group: _Loop) -> None:
+        delay = group.last + WAKE_EVERY - time.monotonic()
+        if delay > 0:
+            loop.call_later(delay, self._wake, group)
+        else:
+            self._wake(group)
 
-    def subscribe(self, after: int = 0) -> tuple[Subscription, list[Event]]:
-        """Subscribe on the running loop; also returns kept events with id > after."""
-        sub = Subscription(asyncio.get_running_loop())
+    def _wake(self, group: _Loop) -> None:
         with self._lock:
-            self._subscribers.add(sub)
-            backlog = [e for e in self._recent if e.id > after] if after else []
-        return sub, backlog
+            group.pending = False
+            group.last = time.monotonic()
+            subscribers = list(group.subscribers)
+        for sub in subscribers:
+            sub.wake.set()
+
+    def subscribe(self, after: int = 0) -> Subscription:
+        """Subscribe on the running loop, reading from after `after` (0: only new events)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            newest = self._recent[-1].id if self._recent else 0
+            oldest = self._recent[0].id - 1 if self._recent else 0
+            # Resuming: from what is still kept (older events are in the journal).
+            sub = Subscription(loop, max(min(after, newest), oldest) if after else newest)
+            self._loops.setdefault(loop, _Loop()).subscribers.add(sub)
+        if sub.cursor < newest:
+            sub.wake.set()
+        return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        """Stop delivering to a subscriber."""
+        """Stop waking a subscriber."""
         with self._lock:
-            self._subscribers.discard(sub)
+            group = self._loops.get(sub.loop)
+            if group is not None:
+                group.subscribers.discard(sub)
+                if not group.subscribers and not group.pending:
+                    del self._loops[sub.loop]
+
+    def read(self, sub: Subscription) -> list[Event] | None:
+        """The events after the subscriber's cursor (moving it), or None when some it had
+        not read have left the ring: it is too slow and must resume."""
+        with self._lock:
+            if not self._recent or self._recent[-1].id <= sub.cursor:
+                return []
+            first = self._recent[0].id
+            if sub.cursor < first - 1:
+                return None
+            start = sub.cursor - first + 1
+            events = list(itertools.islice(self._recent, start, None))
+        sub.cursor = events[-1].id
+        return events
 
     def recent(self) -> list[Event]:
         """The kept events, oldest first."""

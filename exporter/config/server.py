@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -96,3 +96,17 @@ class ServerConfig(Strict):
     auth: AuthConfig | None = None
     tls: TlsConfig | None = None
     limits: LimitsConfig = LimitsConfig()
+    public: list[Literal["metrics", "health"]] = Field(
+        default_factory=list,
+        description="with auth: routes left open (metrics: /metrics; health: /-/healthy, "
+        "/-/ready), e.g. for a Prometheus that scrapes without credentials",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names accepted (default: loopback names and the listen "
+        "host; any with a wildcard listen address); '*' accepts any",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins (scheme://host:port) allowed to change state",
+    )

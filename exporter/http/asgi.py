@@ -74,15 +74,18 @@ async def respond(
 
 
 class HotPaths:
-    """Routes exact (path, method) pairs to plain ASGI endpoints, the rest to `app`."""
+    """Routes exact (path, method) pairs to plain ASGI endpoints, the rest to `app`
+    (method "WEBSOCKET" for a WebSocket at that path)."""
 
     def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], ASGIApp]) -> None:
         self.app = app
         self._routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            endpoint = self._routes.get((route_path(scope), scope["method"]))
+        kind = scope["type"]
+        if kind in ("http", "websocket"):
+            method = scope["method"] if kind == "http" else "WEBSOCKET"
+            endpoint = self._routes.get((route_path(scope), method))
             if endpoint is not None:
                 await endpoint(scope, receive, send)
                 return

@@ -14,8 +14,10 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -25,7 +27,8 @@ from exporter.http.alerts import AlertsEndpoint
 from exporter.http.api import recovery_router
 from exporter.http.asgi import HotPaths, header, respond
 from exporter.http.connections import Limits, descriptor_room, protocol_class
-from exporter.http.stream import events_endpoint
+from exporter.http.guard import Guard, Policy
+from exporter.http.stream import EventsEndpoint
 from exporter.metrics.exposition import Exposition
 from exporter.version import __version__
 from exporter.webhook.auth import Authenticator
@@ -38,11 +41,13 @@ def create_app(
     *,
     manage_lifecycle: bool = True,
     authenticator: Authenticator | None = None,
-) -> HotPaths:
+    check_host: bool = True,
+) -> Guard:
     """The ASGI app; with manage_lifecycle it starts and stops medic with the server.
 
     Without an authenticator one is built from server.auth (raises SecretError if a
-    configured secret cannot be read).
+    configured secret cannot be read). check_host False leaves the Host header to the app
+    medic is mounted in.
     """
     if authenticator is None and medic.config.server.auth is not None:
         authenticator = Authenticator(medic.config.server.auth)
@@ -81,6 +86,15 @@ def create_app(
         redoc_url=None,
         openapi_url="/api/v1/openapi.json",
     )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> Response:
+        # A bad query value is a bad request (400); a body that does not fit its model
+        # keeps FastAPI's 422.
+        errors = exc.errors()
+        status = 400 if all(e.get("loc", ("",))[0] == "query" for e in errors) else 422
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=status)
+
     metrics = MetricsEndpoint(medic.exposition)
     alerts = AlertsEndpoint(
         medic.intake, medic.webhook_stats, authenticator, medic.config.webhook.max_body_bytes
@@ -97,7 +111,8 @@ def create_app(
 
     app.include_router(recovery_router(medic, authenticator))
 
-    app.router.routes.append(Route("/api/v1/events", events_endpoint(medic), methods=["GET"]))
+    events = EventsEndpoint(medic.events, medic.config.server.limits.max_subscribers)
+    app.router.routes.append(Route("/api/v1/events", events, methods=["GET"]))
 
     @app.get("/api/v1/health")
     def health() -> dict[str, object]:
@@ -125,8 +140,11 @@ def create_app(
         ("/metrics", "GET"): metrics,
         ("/metrics", "HEAD"): metrics,
         ("/api/v1/alerts", "POST"): alerts,
+        ("/api/v1/events", "GET"): events,
+        ("/api/v1/events", "WEBSOCKET"): events,
     }
-    return HotPaths(app, hot)
+    policy = Policy.of(medic.config.server, authenticator, check_host=check_host)
+    return Guard(HotPaths(app, hot), policy)
 
 
 class MetricsEndpoint:

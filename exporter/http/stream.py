@@ -1,44 +1,166 @@
-"""GET /api/v1/events: medic's event hub as Server-Sent Events."""
+"""/api/v1/events: medic's event hub as Server-Sent Events, and the same over a WebSocket.
+
+Both resume after an event id (SSE: the Last-Event-ID header; WebSocket: that header or the
+`last_event_id` query parameter), share one cap on subscribers (503 beyond it; a WebSocket
+handshake beyond it is refused) and cut a subscriber that cannot keep up: one that falls
+behind the hub's ring, or whose socket takes more than WRITE_TIMEOUT to take a write.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from urllib.parse import parse_qs
 
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from exporter.app import Medic
+from exporter.events import Event, EventHub, Subscription
+from exporter.http.asgi import header, respond
 
 KEEPALIVE = 15.0
+WRITE_TIMEOUT = 10.0
+MAX_EVENT_ID = 10**18
+JSON = b"application/json"
 
 
-def events_endpoint(medic: Medic) -> Callable[[Request], Awaitable[Response]]:
-    """attempt_started, attempt_finished and health events; resumable with Last-Event-ID."""
+class BadEventId(ValueError):
+    """A Last-Event-ID that is not an event id."""
 
-    async def events(request: Request) -> Response:
-        last = request.headers.get("last-event-id", "")
-        subscription, backlog = medic.events.subscribe(int(last) if last.isdigit() else 0)
 
-        async def stream() -> AsyncIterator[bytes]:
-            try:
-                yield b": medic events\n\n"
-                for missed in backlog:
-                    yield missed.sse()
-                while True:
-                    try:
-                        async with asyncio.timeout(KEEPALIVE):
-                            event = await subscription.queue.get()
-                    except TimeoutError:
-                        yield b": keep-alive\n\n"  # proxies close streams that stay idle
-                        continue
-                    if event is None:
-                        return  # too slow to keep up: the client resumes with Last-Event-ID
-                    yield event.sse()
-            finally:
-                medic.events.unsubscribe(subscription)
+def event_id(value: str | None) -> int:
+    """The id to resume after (0: none given); BadEventId when it is not a number in range."""
+    if value is None or value == "":
+        return 0
+    value = value.strip()
+    if not value.isdigit() or len(value) > 18 or int(value) > MAX_EVENT_ID:
+        raise BadEventId(f"Last-Event-ID must be an event id, got {value[:40]!r}")
+    return int(value)
 
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
-    return events
+class EventsEndpoint:
+    """GET /api/v1/events (text/event-stream) and its WebSocket form, as plain ASGI."""
+
+    def __init__(self, hub: EventHub, max_subscribers: int) -> None:
+        self._hub = hub
+        self._max = max_subscribers
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self._sse(scope, receive, send)
+
+    def _after(self, scope: Scope) -> int:
+        query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
+        given = header(scope, b"last-event-id")
+        if given is None and query.get("last_event_id"):
+            given = query["last_event_id"][0]
+        return event_id(given)
+
+    # --- Server-Sent Events -------------------------------------------------------------
+    async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            after = self._after(scope)
+        except BadEventId as exc:
+            await respond(send, 400, f'{{"detail":"{exc}"}}'.encode(), JSON)
+            return
+        if self.active >= self._max:
+            body = b'{"detail":"too many event-stream subscribers"}'
+            await respond(send, 503, body, JSON, [(b"retry-after", b"10")])
+            return
+        self.active += 1
+        sub = self._hub.subscribe(after)
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"),
+            ]})  # fmt: skip
+            await self._write(send, b": medic events\n\n")
+            while not gone.done():
+                events = await self._next(sub, gone)
+                if events is None:
+                    break  # too slow: the client resumes with Last-Event-ID
+                chunk = b"".join(e.sse() for e in events) if events else b": keep-alive\n\n"
+                await self._write(send, chunk)
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(send({"type": "http.response.body", "body": b""}), 1)
+        except (OSError, TimeoutError):
+            pass  # gone or stalled: its connection closes
+        finally:
+            gone.cancel()
+            self._hub.unsubscribe(sub)
+            self.active -= 1
+
+    async def _write(self, send: Send, chunk: bytes) -> None:
+        await asyncio.wait_for(
+            send({"type": "http.response.body", "body": chunk, "more_body": True}),
+            WRITE_TIMEOUT,
+        )
+
+    async def _next(self, sub: Subscription, gone: asyncio.Future[None]) -> list[Event] | None:
+        """New events, [] after KEEPALIVE seconds without any, None when cut."""
+        events = self._hub.read(sub)
+        if events:
+            return events
+        sub.wake.clear()
+        events = self._hub.read(sub)  # published between the read and the clear
+        if events:
+            return events
+        woken: asyncio.Future[object] = asyncio.ensure_future(sub.wake.wait())
+        watched: set[asyncio.Future[object]] = {woken, gone}  # type: ignore[arg-type]
+        try:
+            await asyncio.wait(watched, timeout=KEEPALIVE, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+        return self._hub.read(sub)
+
+    # --- WebSocket ----------------------------------------------------------------------
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        try:
+            after = self._after(scope)
+        except BadEventId:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if self.active >= self._max:
+            await send({"type": "websocket.close", "code": 1013})  # try again later
+            return
+        self.active += 1
+        sub = self._hub.subscribe(after)
+        gone = asyncio.ensure_future(_ws_closed(receive))
+        try:
+            await send({"type": "websocket.accept"})
+            while not gone.done():
+                events = await self._next(sub, gone)
+                if events is None:
+                    await send({"type": "websocket.close", "code": 1008,
+                                "reason": "too slow; resume with last_event_id"})  # fmt: skip
+                    break
+                for event in events:
+                    await asyncio.wait_for(
+                        send({"type": "websocket.send", "text": event.message()}),
+                        WRITE_TIMEOUT,
+                    )
+        except (OSError, TimeoutError):
+            pass
+        except Exception as exc:  # the client went away mid-send
+            if type(exc).__name__ != "ClientDisconnected":
+                raise
+        finally:
+            gone.cancel()
+            self._hub.unsubscribe(sub)
+            self.active -= 1
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _ws_closed(receive: Receive) -> None:
+    while (await receive())["type"] != "websocket.disconnect":
+        pass

@@ -40,11 +40,10 @@ class Authenticator:
     def __init__(self, config: AuthConfig) -> None:
         self.scheme = "Bearer" if config.bearer_token is not None else "Basic"
         if config.bearer_token is not None:
-            self._expected = b"Bearer " + read_secret(config.bearer_token)
+            self._token = read_secret(config.bearer_token)
         else:
             assert config.basic is not None
             pair = config.basic.username.encode() + b":" + read_secret(config.basic.password)
-            self._expected = b"Basic " + base64.b64encode(pair)
             self._pair = pair
 
     def check(self, header: str | None) -> bool:
@@ -52,10 +51,15 @@ class Authenticator:
         if not header:
             return False
         given = header.encode("latin-1", errors="replace").strip()
-        if self.scheme == "Basic" and given[:6].lower() == b"basic ":
+        scheme, _, credentials = given.partition(b" ")
+        # The scheme is case-insensitive (RFC 7235 section 2.1); the credentials are not.
+        if scheme.lower() != self.scheme.lower().encode():
+            return False
+        credentials = credentials.strip()
+        if self.scheme == "Basic":
             try:  # compare decoded credentials: base64 padding may legitimately differ
-                decoded = base64.b64decode(given[6:].strip(), validate=True)
+                decoded = base64.b64decode(credentials, validate=True)
             except (binascii.Error, ValueError):
                 return False
             return hmac.compare_digest(decoded, self._pair)
-        return hmac.compare_digest(given, self._expected)
+        return hmac.compare_digest(credentials, self._token)

@@ -132,7 +132,7 @@ def test_the_event_stream_delivers_attempts_in_order(service: tuple[Service, str
 
     thread = threading.Thread(target=listen, daemon=True)
     thread.start()
-    wait_until(lambda: svc.medic.events._subscribers, what="the stream to subscribe")
+    wait_until(lambda: svc.medic.events.subscribers, what="the stream to subscribe")
     generate(url, batch=8)  # OOM
     assert done.wait(20)
     assert [(k, e["action"], e["outcome"]) for k, e in received] == [

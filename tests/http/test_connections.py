@@ -106,7 +106,8 @@ def test_a_body_that_stops_arriving_gets_408_and_an_oversized_one_413(url: str) 
     assert big.status_code == 413
     sock = connect(url)  # chunked, so no Content-Length warns: counted as it arrives
     sock.sendall(b"POST /api/v1/failures HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                 b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+                 b"Content-Type: application/json\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
     with contextlib.suppress(OSError):
         for _ in range(8):
             sock.sendall(b"1000\r\n" + b"x" * 4096 + b"\r\n")

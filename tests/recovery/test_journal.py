@@ -83,6 +83,7 @@ recovery:
     network_error: {ladder: [noop]}
 """)
     ran: list[str] = []
+
     def noop(ctx: ActionContext) -> bool:
         ran.append(ctx.episode)
         return True

@@ -190,8 +190,9 @@ def test_api_filters_paginates_and_guards_reset(
     # A local reverse proxy forwarding a remote client: the loopback-only guard sees that
     # client (uvicorn trusts X-Forwarded-For from 127.0.0.1 only), not the proxy.
     proxied = {"X-Forwarded-For": "203.0.113.9"}
-    assert httpx.post(f"{url}/api/v1/recoveries/reset", headers=proxied).status_code == 403
-    assert httpx.post(f"{url}/api/v1/recoveries/reset").json() == {"status": "reset"}
+    reset = f"{url}/api/v1/recoveries/reset"
+    assert httpx.post(reset, json={}, headers=proxied).status_code == 403
+    assert httpx.post(reset, json={}).json() == {"status": "reset"}
     assert report(url, "network_error", "e").json()["result"] == "accepted"
     assert finished(url, 5)[0]["outcome"] == "succeeded"  # cooldown forgotten
 

@@ -75,6 +75,7 @@ def tls_config(tmp_path: Path, certs: dict[str, Path], mtls: bool) -> Path:
         f"data_dir: {tmp_path / 'data'}\n"
         "server:\n"
         f"  auth: {{bearer_token: {{file: {token}}}}}\n"
+        "  public: [health]\n"
         f"  tls:\n    cert_file: {certs['cert']}\n    key_file: {certs['key']}{client_ca}\n"
     )
     return config

@@ -138,7 +138,8 @@ def test_content_type_size_and_method(webhook_medic: tuple[Medic, str]) -> None:
 
 
 def authed_medic(tmp_path: Path, auth: str) -> Medic:
-    text = f"data_dir: {tmp_path}\nserver:\n  auth: {auth}\n" + ROUTES.format(extra="")
+    text = (f"data_dir: {tmp_path}\nserver:\n  auth: {auth}\n  public: [metrics, health]\n"
+            + ROUTES.format(extra=""))  # fmt: skip
     medic = Medic(parse_config(text, env={}))
     medic.actions.register("restart", lambda: True)
     return medic
@@ -154,8 +155,8 @@ def test_bearer_token_from_a_file_guards_webhook_and_reset(tmp_path: Path) -> No
         assert wrong.status_code == 401 and wrong.headers["www-authenticate"].startswith("Bearer")
         assert post(url, FIRING, authorization="Bearer s3cret-token").status_code == 202
         reset = f"{url}/api/v1/recoveries/reset"
-        assert httpx.post(reset).status_code == 401
-        ok = httpx.post(reset, headers={"authorization": "Bearer s3cret-token"})
+        assert httpx.post(reset, json={}).status_code == 401
+        ok = httpx.post(reset, json={}, headers={"authorization": "bearer s3cret-token"})
         assert ok.status_code == 200
         wait_for_metric(url, "medic_webhook_requests_total", 2, code="401")
     assert attempts(medic) == [("restart", "succeeded")]  # the unauthenticated POSTs ran nothing
