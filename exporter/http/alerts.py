@@ -15,9 +15,10 @@ from starlette.types import Receive, Scope, Send
 
 from exporter.http.asgi import ClientGone, Headers, Turns, header, read_body, respond
 from exporter.storage.sqlite import CommitWaits
+from exporter.webhook import slicing
 from exporter.webhook.auth import Authenticator
-from exporter.webhook.intake import Intake
-from exporter.webhook.models import NOTIFICATION, Notification
+from exporter.webhook.intake import Intake, Summary
+from exporter.webhook.models import NOTIFICATION, Alert
 from exporter.webhook.stats import WebhookStats
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,11 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "body"
+
+
+def _invalid(problems: list[str]) -> tuple[int, bytes, Headers | None]:
+    body = to_json({"error": "not an Alertmanager v4 notification", "problems": problems})
+    return 400, body, None
 
 
 def _problems(exc: ValidationError) -> list[str]:
@@ -79,16 +85,40 @@ class AlertsEndpoint:
         if raw is None:
             return 413, to_json({"error": f"body larger than {self._max_body} bytes"}), None
         await self._turns.take()
+        if len(raw) >= slicing.LARGE:
+            return await self._sliced(raw)
         try:
             notification = NOTIFICATION.validate_json(raw)
         except ValidationError as exc:
-            body = to_json({"error": "not an Alertmanager v4 notification",
-                            "problems": _problems(exc)})  # fmt: skip
-            return 400, body, None
-        return await self._accept(notification)
+            return _invalid(_problems(exc))
+        return await self._accept(self._intake.handle(notification))
 
-    async def _accept(self, notification: Notification) -> tuple[int, bytes, Headers | None]:
-        summary = self._intake.handle(notification)
+    async def _sliced(self, raw: bytes) -> tuple[int, bytes, Headers | None]:
+        """A large body: parsed, validated and decided SLICE alerts per loop turn, so that
+        no step holds the loop (and a scrape) for long. Nothing is decided unless the
+        whole body is valid."""
+        alerts: list[Alert] = []
+        try:
+            text = raw.decode()
+            for kind, value in slicing.walk(text):
+                if kind == "alerts":
+                    alerts.extend(slicing.alerts_of(value, len(alerts)))
+                    await self._turns.take()
+                else:
+                    notification = slicing.envelope_of(value, alerts)
+        except UnicodeDecodeError:
+            return _invalid(["body: not UTF-8"])
+        except slicing.Malformed as exc:
+            return _invalid([f"body: {exc}"])
+        except slicing.Problems as exc:
+            return _invalid(exc.problems)
+        summary = self._intake.begin(notification)
+        for start in range(0, len(alerts), slicing.SLICE):
+            self._intake.take(summary, alerts[start : start + slicing.SLICE])
+            await self._turns.take()
+        return await self._accept(summary)
+
+    async def _accept(self, summary: Summary) -> tuple[int, bytes, Headers | None]:
         for claim in summary.persisted:
             if not await self._commits.committed(claim, COMMIT_WAIT):
                 log.error("the journal did not commit an alert's claim within %gs; asking "

@@ -55,6 +55,8 @@ class Summary:
     persisted: list[Future[bool]] = field(default_factory=list)
     """Claims to wait for before answering: accepted alerts must survive a crash, and a
     duplicate is only a duplicate of something the journal holds."""
+    seen: set[int] = field(default_factory=set, repr=False)
+    """Ids of the futures in persisted (batches share one)."""
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready."""
@@ -109,7 +111,12 @@ class Intake:
 
     def handle(self, notification: Notification) -> Summary:
         """Every alert of a pushed notification; never raises for an alert."""
-        summary = Summary()
+        summary = self.begin(notification)
+        self.take(summary, notification.alerts)
+        return summary
+
+    def begin(self, notification: Notification) -> Summary:
+        """A notification's summary, before its alerts (see take)."""
         if notification.truncatedAlerts:
             log.warning(
                 "Alertmanager truncated %d alerts of group %s; raise max_alerts on the receiver",
@@ -117,8 +124,12 @@ class Intake:
             )  # fmt: skip
             with self._lock:
                 self.truncated += notification.truncatedAlerts
-        seen: set[int] = set()
-        for alert in notification.alerts:
+        return Summary()
+
+    def take(self, summary: Summary, alerts: list[Alert]) -> None:
+        """Decide some of a notification's alerts (all at once, or a slice at a time)."""
+        seen = summary.seen
+        for alert in alerts:
             answer = self.one(alert)
             setattr(summary, answer.result, getattr(summary, answer.result) + 1)
             summary.details.append(
@@ -129,7 +140,6 @@ class Intake:
                 seen.add(id(answer.persisted))
                 summary.persisted.append(answer.persisted)
             self.count(alert.status, answer)
-        return summary
 
     def count(self, status: str, answer: Answer) -> None:
         """Count an answer in medic_webhook_alerts_total."""

@@ -62,8 +62,8 @@ class Alert(AlertFields):
     status: Literal["firing", "resolved"]
 
 
-class Notification(BaseModel):
-    """What Alertmanager POSTs to a webhook receiver."""
+class Envelope(BaseModel):
+    """A notification without its alerts (see slicing.py)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -76,7 +76,15 @@ class Notification(BaseModel):
     commonLabels: Labels = Field(default_factory=dict)
     commonAnnotations: Labels = Field(default_factory=dict)
     externalURL: str = ""
-    alerts: Annotated[list[Alert], Field(min_length=1, max_length=10_000)]
+
+
+MAX_ALERTS = 10_000
+
+
+class Notification(Envelope):
+    """What Alertmanager POSTs to a webhook receiver."""
+
+    alerts: Annotated[list[Alert], Field(min_length=1, max_length=MAX_ALERTS)]
 
 
 NOTIFICATION = TypeAdapter(Notification)
