@@ -24,6 +24,7 @@ from exporter.config import (
 )
 from exporter.events import EventHub
 from exporter.gpu.xid import XidWatcher
+from exporter.helper import release_changes, released_by_kind
 from exporter.metrics import (
     ExporterCollector,
     Exposition,
@@ -115,10 +116,11 @@ class Medic:
         for check in config.checks:
             self.health.register(build_check(check, self.clock))
         self.registry = registry or CollectorRegistry(auto_describe=False)
-        self.registry.register(ExporterCollector(__version__))
+        self.registry.register(ExporterCollector(__version__, abandoned=released_by_kind))
         self.registry.register(HealthCollector(self.health))
         self.exposition = Exposition(self.registry, self.clock)
         self.render_loop = RenderLoop(self.exposition)
+        self.render_loop.watch(release_changes)
 
         self.db = self._open_db()
         store = breaker_store or (SqliteBreakerStore(self.db) if self.db else None)

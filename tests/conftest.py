@@ -41,7 +41,7 @@ def medic_process(tmp_path: Path) -> Iterator[Callable[..., MedicProcess]]:
 def _reap_gpu_helpers() -> Iterator[None]:
     """Released NVML helpers exit on their own; reap them before the interpreter exits."""
     yield
-    from exporter.gpu.client import reap_released
+    from exporter.helper import reap_released
     from tests.helpers import wait_until
 
     wait_until(lambda: reap_released() == 0, timeout=10, what="released NVML helpers to exit")

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import psutil
 
+from exporter import fsworker
 from exporter.checks.base import Observation
+from exporter.checks.fsprobe import FsHelper
 
 Mounts = Callable[[], list[tuple[str, str]]]
 
@@ -54,21 +56,27 @@ class DiskCheck:
         min_avail_ratio: float = 0.05,
         min_avail_bytes: int = 0,
         mounts: Mounts = read_mounts,
+        helper: FsHelper | None = None,
     ) -> None:
         self._path = str(path)
         self._min_ratio = min_avail_ratio
         self._min_bytes = min_avail_bytes
         self._mounts = mounts
+        self._helper = helper
 
     def __call__(self) -> Observation:
-        """statvfs the path once; may block on a dead network mount (the runner bounds it)."""
-        mountpoint, fstype = find_mount(os.path.realpath(self._path), self._mounts())
-        try:
-            st = os.statvfs(self._path)
-        except OSError as exc:
+        """statvfs the path once, in the helper process when there is one (a hung mount
+        blocks it there, not medic); in-process otherwise."""
+        if self._helper is not None:
+            found = self._helper.request({"op": "statvfs", "path": self._path})
+        else:
+            found = fsworker.statvfs(self._path)
+        real = found.get("realpath") or os.path.abspath(self._path)
+        mountpoint, fstype = find_mount(real, self._mounts())
+        if not found.get("ok"):
             usage = FilesystemUsage(self._path, mountpoint, fstype, None, None)
-            return Observation((usage,), (f"cannot read filesystem: {exc.strerror or exc}",))
-        size, avail = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+            return Observation((usage,), (f"cannot read filesystem: {found.get('strerror')}",))
+        size, avail = int(found["size"]), int(found["avail"])
         usage = FilesystemUsage(self._path, mountpoint, fstype, size, avail)
         problems = []
         ratio = avail / size if size else 0.0
@@ -80,3 +88,12 @@ class DiskCheck:
                 f"below {self._min_bytes / 2**30:.2f} GiB"
             )
         return Observation((usage,), tuple(problems))
+
+    def stuck(self) -> bool:
+        """True while an abandoned statvfs has not returned."""
+        return self._helper is not None and self._helper.stuck()
+
+    def close(self) -> None:
+        """Stop the helper (never waits for it)."""
+        if self._helper is not None:
+            self._helper.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from exporter.checks.base import CheckSpec, Observation, Probe
 from exporter.checks.disk import DiskCheck
+from exporter.checks.fsprobe import FsHelper
 from exporter.checks.host import HostMemoryCheck
 from exporter.checks.paths import PathCheck
 from exporter.clock import Clock
@@ -31,9 +32,10 @@ class Unregistered:
         return Observation(problems=(f"no function registered for check {self._name!r}",))
 
 
-# The GPU probe bounds its helper's answer by the check timeout itself; the runner's own
-# deadline sits a little later so that the probe, which knows to abandon the helper, wins.
-GPU_RUNNER_MARGIN = 1.0
+# Probes with a helper process (GPU, disk, paths) bound its answer by the check timeout
+# themselves; the runner's own deadline sits a little later so that the probe, which knows
+# to abandon the helper, wins.
+HELPER_RUNNER_MARGIN = 1.0
 
 
 def build_probe(config: CheckConfig, clock: Clock | None = None) -> Probe:
@@ -41,11 +43,15 @@ def build_probe(config: CheckConfig, clock: Clock | None = None) -> Probe:
     if isinstance(config, HostMemoryCheckConfig):
         return HostMemoryCheck(config.min_available_ratio, config.min_available_bytes)
     if isinstance(config, DiskCheckConfig):
-        return DiskCheck(config.path, config.min_avail_ratio, config.min_avail_bytes)
+        return DiskCheck(
+            config.path, config.min_avail_ratio, config.min_avail_bytes,
+            helper=FsHelper(config.name, config.timeout),
+        )  # fmt: skip
     if isinstance(config, PathCheckConfig):
         return PathCheck(
-            config.path, config.kind, config.min_size, config.readable, config.non_empty
-        )
+            config.path, config.kind, config.min_size, config.readable, config.non_empty,
+            helper=FsHelper(config.name, config.timeout),
+        )  # fmt: skip
     if isinstance(config, GpuCheckConfig):
         return GpuCheck(
             expected=config.expected,
@@ -64,7 +70,8 @@ def build_probe(config: CheckConfig, clock: Clock | None = None) -> Probe:
 
 def build_check(config: CheckConfig, clock: Clock | None = None) -> CheckSpec:
     """A CheckSpec ready to register with a HealthChecker."""
-    margin = GPU_RUNNER_MARGIN if isinstance(config, GpuCheckConfig) else 0.0
+    helped = (GpuCheckConfig, DiskCheckConfig, PathCheckConfig)
+    margin = HELPER_RUNNER_MARGIN if isinstance(config, helped) else 0.0
     return CheckSpec(
         name=config.name,
         probe=build_probe(config, clock),

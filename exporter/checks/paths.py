@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from exporter import fsworker
 from exporter.checks.base import Observation
+from exporter.checks.fsprobe import FsHelper
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,40 +29,40 @@ class PathCheck:
         min_size: int = 0,
         readable: bool = True,
         non_empty: bool = False,
+        *,
+        helper: FsHelper | None = None,
     ) -> None:
         self._path = str(path)
         self._kind = kind
         self._min_size = min_size
         self._readable = readable
         self._non_empty = non_empty
+        self._helper = helper
 
     def __call__(self) -> Observation:
-        """stat the path and, if asked, read it; reading may block (the runner bounds it)."""
-        try:
-            st = os.stat(self._path)
-        except FileNotFoundError:
-            return self._absent("missing")
-        except OSError as exc:
-            return self._absent(f"cannot stat: {exc.strerror or exc}")
-        is_dir = stat.S_ISDIR(st.st_mode)
-        if self._kind == "file" and is_dir:
-            return self._absent("is a directory, expected a file")
-        if self._kind == "dir" and not is_dir:
-            return self._absent("is not a directory")
-        problems = []
-        if not is_dir and st.st_size < self._min_size:
-            problems.append(f"size {st.st_size} bytes is below {self._min_size}")
-        try:
-            if is_dir and (self._readable or self._non_empty):
-                with os.scandir(self._path) as entries:
-                    if self._non_empty and next(entries, None) is None:
-                        problems.append("directory is empty")
-            elif self._readable:
-                with open(self._path, "rb") as handle:
-                    handle.read(1)
-        except OSError as exc:
-            problems.append(f"cannot read: {exc.strerror or exc}")
-        return Observation((PathPresence(self._path, True),), tuple(problems))
+        """stat the path and, if asked, read it: in the helper process when there is one
+        (a hung mount blocks it there, not medic); in-process otherwise."""
+        request = {"path": self._path, "kind": self._kind, "min_size": self._min_size,
+                   "readable": self._readable, "non_empty": self._non_empty}  # fmt: skip
+        if self._helper is not None:
+            found = self._helper.request({"op": "inspect", **request})
+        else:
+            found = fsworker.inspect(
+                self._path, self._kind, self._min_size, self._readable, self._non_empty
+            )
+        problems = tuple(str(p) for p in found["problems"])
+        if not found["present"]:
+            return self._absent(problems[0])
+        return Observation((PathPresence(self._path, True),), problems)
+
+    def stuck(self) -> bool:
+        """True while an abandoned probe has not returned."""
+        return self._helper is not None and self._helper.stuck()
+
+    def close(self) -> None:
+        """Stop the helper (never waits for it)."""
+        if self._helper is not None:
+            self._helper.close()
 
     def _absent(self, reason: str) -> Observation:
         return Observation((PathPresence(self._path, False),), (f"{self._path}: {reason}",))

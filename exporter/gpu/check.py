@@ -9,9 +9,10 @@ from typing import Any
 from exporter.checks.base import Observation
 from exporter.checks.runner import CallStuck, CallTimeout
 from exporter.clock import Clock, SystemClock
-from exporter.gpu.client import WorkerDied, WorkerProcess, WorkerTimeout, let_go, worker_argv
+from exporter.gpu.client import worker_argv
 from exporter.gpu.facts import GpuDevice, GpuProcess, NvmlState
 from exporter.gpu.reader import LIBRARY_NOT_FOUND
+from exporter.helper import WorkerDied, WorkerProcess, WorkerTimeout, let_go
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from exporter.gpu.client import WorkerDied, WorkerProcess, let_go, worker_argv
+from exporter.gpu.client import worker_argv
+from exporter.helper import WorkerDied, WorkerProcess, let_go
 
 log = logging.getLogger(__name__)
 

@@ -152,8 +152,9 @@ def _check_families(states: list[CheckState]) -> list[Metric]:
 class ExporterCollector(Collector):
     """medic_build_info and medic_up."""
 
-    def __init__(self, version: str) -> None:
+    def __init__(self, version: str, abandoned: Callable[[], dict[str, int]] | None = None) -> None:
         self._version = version
+        self._abandoned = abandoned
 
     def describe(self) -> list[Metric]:
         """Nothing to pre-declare."""
@@ -167,3 +168,14 @@ class ExporterCollector(Collector):
         info.add_metric([self._version], 1.0)
         yield info
         yield GaugeMetricFamily("medic_up", "1 while medic is serving.", value=1.0)
+        if self._abandoned is not None:
+            helpers = GaugeMetricFamily(
+                "medic_helper_processes_abandoned",
+                "Helper processes medic let go of that have not exited yet: blocked in a "
+                "driver call (nvml) or on a hung mount (filesystem, SIGKILL pending).",
+                labels=["kind"],
+            )
+            counts = self._abandoned()
+            for kind in sorted({"filesystem", "nvml", *counts}):
+                helpers.add_metric([kind], float(counts.get(kind, 0)))
+            yield helpers

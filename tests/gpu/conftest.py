@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from exporter.gpu import fakenvml
-from exporter.gpu.client import reap_released
+from exporter.helper import reap_released
 from tests.helpers import wait_until
 
 FAKE = "exporter.gpu.fakenvml"

@@ -7,8 +7,8 @@ import pytest
 from exporter.checks.runner import CallStuck, CallTimeout
 from exporter.gpu import check as check_module
 from exporter.gpu.check import GpuCheck
-from exporter.gpu.client import WorkerProcess
 from exporter.gpu.facts import GpuDevice, NvmlState
+from exporter.helper import WorkerProcess
 from tests.gpu.conftest import FAKE, FakeNvml
 from tests.helpers import FakeClock, wait_until
 
