@@ -28,6 +28,7 @@ typecheck: venv-test
 	$(VENV)/bin/mypy
 
 unit: venv-test stack
+	@scripts/install-test-libs.sh
 	$(VENV)/bin/pytest -q
 
 ## The shipped rules, their unit tests, and the example configs, checked by the real tools.

@@ -25,7 +25,18 @@ def _journal(config: Config) -> tuple[Database, Journal]:
     return db, Journal(db, SystemClock())
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def printable(text: str) -> str:
+    """text with control characters escaped (\\x1b, \\n ...): a command's output or an
+    alert's detail never moves the cursor, recolours or retitles the reader's terminal."""
+    return text.translate(_CONTROL)
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]  # fmt: skip
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
@@ -51,7 +62,7 @@ def history(config: Config, since: str | None, failure_type: str | None, limit: 
         [
             str(a.id), _when(a.started), a.failure_type, a.action, a.outcome.value,
             "-" if a.ended is None else f"{a.ended - a.started:.1f}s",
-            (a.detail or "").replace("\n", " ")[:60],
+            printable(a.detail or "")[:60],
         ]
         for a in attempts
     ]  # fmt: skip

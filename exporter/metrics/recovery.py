@@ -66,6 +66,15 @@ class RecoveryCollector(Collector):
         for how, count in sorted(snap["resumed"].items()):
             resumed.add_metric([how], count)
         yield resumed
+        altered = CounterMetricFamily(
+            "medic_recovery_command_labels_altered",
+            "Alert label values changed on their way into a command's environment: "
+            "nul_dropped (a NUL byte: not passed), truncated (cut at 4096 characters).",
+            labels=["how"],
+        )
+        for how, count in sorted(snap["labels_altered"].items()):
+            altered.add_metric([how], count)
+        yield altered
         events = CounterMetricFamily(
             "medic_recovery_events", "Failure events submitted, by what became of them.",
             labels=["result"],

@@ -25,6 +25,11 @@ ALERTED = (Outcome.EXHAUSTED, Outcome.INTERRUPTED)
 """Ladder outcomes that page a person: their series exist at 0 per failure type."""
 
 
+LABEL_CHANGES = ("nul_dropped", "truncated")
+"""What can happen to an alert label on its way into a command's environment: a value with
+a NUL byte cannot be an environment variable (dropped); a value is cut at 4,096 chars."""
+
+
 class Accounting:
     """Counters read by the metrics collector, plus events and logs for each attempt."""
 
@@ -42,6 +47,7 @@ class Accounting:
         }
         self.results: dict[str, int] = {}
         self.resumed: dict[str, int] = dict.fromkeys(RESUMED, 0)
+        self.labels_altered: dict[str, int] = dict.fromkeys(LABEL_CHANGES, 0)
         self.durations: dict[str, Histogram] = {}
         self.in_progress = 0
 
@@ -81,6 +87,12 @@ class Accounting:
         with self._lock:
             self.resumed[how] += 1
 
+    def label_altered(self, how: str, n: int = 1) -> None:
+        """A label value reached a command changed (see external.label_environment)."""
+        with self._lock:
+            self.labels_altered[how] += n
+        self._on_change()
+
     def ladder(self, delta: int) -> None:
         """A ladder starts (+1) or ends (-1)."""
         with self._lock:
@@ -94,6 +106,7 @@ class Accounting:
                 "attempts": dict(self.attempts),
                 "events": dict(self.results),
                 "resumed": dict(self.resumed),
+                "labels_altered": dict(self.labels_altered),
                 "durations": {k: v.copy() for k, v in self.durations.items()},
                 "in_progress": self.in_progress,
             }

@@ -367,7 +367,7 @@ class RecoveryEngine:
             return self._builtins[name]
         spec = self.config.actions.get(name)
         if isinstance(spec, CommandActionConfig):
-            return CommandAction(name, spec)
+            return CommandAction(name, spec, self.accounting.label_altered)
         if isinstance(spec, HttpActionConfig):
             return HttpAction(name, spec)
         if isinstance(spec, SignalActionConfig):

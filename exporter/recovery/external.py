@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from exporter.config.recovery import CommandActionConfig, HttpActionConfig, SignalActionConfig
@@ -40,13 +41,29 @@ def command_environment(
     return env
 
 
-def label_environment(labels: dict[str, str], base: dict[str, str]) -> dict[str, str]:
-    """base plus MEDIC_LABEL_<NAME>=value per label; names sanitised, existing keys kept."""
+MAX_LABEL_VALUE = 4096
+
+
+def label_environment(
+    labels: dict[str, str],
+    base: dict[str, str],
+    altered: Callable[[str], None] | None = None,
+) -> dict[str, str]:
+    """base plus MEDIC_LABEL_<NAME>=value per label; names sanitised, existing keys kept.
+    A value with a NUL byte is left out and a longer one cut at MAX_LABEL_VALUE (each told
+    to altered: "nul_dropped" or "truncated")."""
     env = dict(base)
     for key, value in labels.items():
         name = "MEDIC_LABEL_" + _LABEL_NAME.sub("_", key.upper())[:64]
-        if name not in env and "\0" not in value:
-            env[name] = value[:4096]
+        if name in env:
+            continue
+        if "\0" in value:
+            if altered is not None:
+                altered("nul_dropped")
+            continue
+        if len(value) > MAX_LABEL_VALUE and altered is not None:
+            altered("truncated")
+        env[name] = value[:MAX_LABEL_VALUE]
     return env
 
 
@@ -62,8 +79,14 @@ class CommandAction:
     """A configured argv, started behind a gate once its pid is recorded (see launch.py);
     killed, its whole process group, on timeout; left running when medic stops."""
 
-    def __init__(self, name: str, config: CommandActionConfig) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: CommandActionConfig,
+        altered: Callable[[str], None] | None = None,
+    ) -> None:
         self.name = name
+        self._altered = altered
         self._argv = list(config.argv)
         self._cwd = config.cwd
         self._config = config
@@ -72,7 +95,8 @@ class CommandAction:
         """Succeeds on exit status 0; the output's tail goes into the detail."""
         if ctx.dry_run:
             return ActionResult(True, f"would run {self._argv}")
-        env = label_environment(ctx.event.labels, command_environment(self._config, os.environ))
+        base = command_environment(self._config, os.environ)
+        env = label_environment(ctx.event.labels, base, self._altered)
         env["MEDIC_FAILURE_TYPE"] = ctx.event.failure_type
         env["MEDIC_EPISODE"] = ctx.episode
         env["MEDIC_ATTEMPT"] = str(ctx.attempt_id)

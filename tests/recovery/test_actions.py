@@ -86,8 +86,19 @@ recovery:
 
 
 def test_label_names_are_sanitised() -> None:
-    env = label_environment({"a.b-c": "1", "x\0": "y", "ok": "bad\0value"}, {"PATH": "/bin"})
-    assert env == {"PATH": "/bin", "MEDIC_LABEL_A_B_C": "1", "MEDIC_LABEL_X_": "y"}
+    altered: list[str] = []
+    labels = {"a.b-c": "1", "x\0": "y", "ok": "bad\0value", "long": "v" * 5000}
+    env = label_environment(labels, {"PATH": "/bin"}, altered.append)
+    assert env == {"PATH": "/bin", "MEDIC_LABEL_A_B_C": "1", "MEDIC_LABEL_X_": "y",
+                   "MEDIC_LABEL_LONG": "v" * 4096}  # fmt: skip
+    assert altered == ["nul_dropped", "truncated"]
+
+
+def test_altered_label_values_are_counted_from_zero(start_medic) -> None:
+    medic = start_medic("recovery: {}\n")
+    text = medic.exposition.render().text.decode()
+    for how in ("nul_dropped", "truncated"):
+        assert f'medic_recovery_command_labels_altered_total{{how="{how}"}} 0.0' in text
 
 
 def test_a_command_past_its_timeout_is_killed_with_its_children(

@@ -119,3 +119,20 @@ recovery:
     assert gone.result == "accepted"
     assert medic.recovery.wait_idle(10)
     assert ran.count("k2500") == 1 and ran.count("k10") == 2
+
+
+def test_history_escapes_control_characters_from_action_output(tmp_path: Path) -> None:
+    from exporter import cli_history
+    from exporter.config import Config
+
+    db = Database(tmp_path / "medic.db")
+    journal = Journal(db, FakeClock())
+    journal.open()
+    hostile = "ok\x1b]0;pwned\x07\x1b[2J\r\nnext\x9b"
+    journal.record(RecoveryAttempt(0, "network_error", "noop", "app", 1.0, Outcome.FAILED,
+                                   ended=2.0, detail=hostile))  # fmt: skip
+    db.flush()
+    db.close()
+    out = cli_history.history(Config(data_dir=tmp_path), None, None, 10)
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out and "\x9b" not in out
+    assert "ok\\x1b]0;pwned\\x07\\x1b[2J" in out
