@@ -30,6 +30,7 @@ MEDIC = """
 data_dir: {work}/data
 server:
   auth: {{bearer_token: {{file: {work}/token}}}}
+  public: [metrics, health]  # Prometheus scrapes without the token
 checks:
   - {{name: host_memory, type: host_memory, interval: 1s}}
   - {{name: gpu, type: gpu, expected: 2, interval: 1s, nvml_module: exporter.gpu.fakenvml}}
@@ -112,7 +113,8 @@ def main() -> int:
         say(started, "Prometheus fires MedicModelFileMissing; Alertmanager calls medic")
 
         def recovered() -> list[dict[str, object]]:
-            body = httpx.get(f"{url}/api/v1/recoveries", timeout=5).json()
+            body = httpx.get(f"{url}/api/v1/recoveries", timeout=5,
+                             headers={"authorization": "Bearer demo-token"}).json()  # fmt: skip
             return [a for a in body["attempts"] if a["outcome"] == "succeeded"]
 
         attempt = wait_until(recovered, timeout=30, what="the recovery")[0]  # type: ignore[index]

@@ -73,15 +73,22 @@ def test_a_batch_larger_than_max_batch_commits_in_bounded_transactions(
     db.close()
 
 
-def test_a_failed_batch_resolves_false_and_marks_the_database_unhealthy(tmp_path: Path) -> None:
+def test_a_failed_batch_marks_the_database_unhealthy_until_writes_commit_again(
+    tmp_path: Path,
+) -> None:
     db = Database(tmp_path / "medic.db")
     db.script("CREATE TABLE t (n INTEGER NOT NULL)")
     assert db.write("INSERT INTO t VALUES (?)", (1,)).result(timeout=5) is True
     assert db.write("INSERT INTO t VALUES (?)", (None,)).result(timeout=5) is False
     assert not db.healthy and "NOT NULL" in db.last_error
+    # What failed was refused to its sender; the next commit makes the journal healthy.
     assert db.write("INSERT INTO t VALUES (?)", (2,)).result(timeout=5) is True
-    assert not db.healthy  # sticky: the file has a hole in its history
+    assert db.healthy
     assert db.query("SELECT n FROM t ORDER BY n") == [(1,), (2,)]
+    # A write that must not be lost and cannot commit keeps it unhealthy, whatever else does.
+    assert db.write_group([("INSERT INTO t VALUES (?)", (None,))], retry=True).result(5) is False
+    assert db.write("INSERT INTO t VALUES (?)", (3,)).result(timeout=5) is True
+    assert not db.healthy
     db.close()
 
 

@@ -18,6 +18,7 @@ MEDIC = """
 data_dir: {work}/data
 server:
   auth: {{bearer_token: {{file: {work}/token}}}}
+  public: [metrics, health]  # Prometheus scrapes without the token
 checks:
   - {{name: model_a, type: path, path: {work}/models/a.bin, kind: file, interval: 250ms}}
   - {{name: model_b, type: path, path: {work}/models/b.bin, kind: file, interval: 250ms}}
@@ -58,7 +59,9 @@ class Loop:
         self.work, self.medic, self.prometheus = work, medic, prometheus
 
     def attempts(self) -> list[dict[str, Any]]:
-        body = httpx.get(f"{self.medic}/api/v1/recoveries").json()
+        token = (self.work / "token").read_text()
+        body = httpx.get(f"{self.medic}/api/v1/recoveries",
+                         headers={"authorization": f"Bearer {token}"}).json()  # fmt: skip
         return list(reversed(body["attempts"]))
 
     def counted(self, action: str, outcome: str) -> float:
