@@ -29,14 +29,16 @@ WAKE_EVERY = 0.05
 subscriber one wake-up, not one per event."""
 
 
-@dataclass(frozen=True, slots=True)
 class Event:
-    """One event; ids increase, so a client can resume with Last-Event-ID."""
+    """One event; ids increase, so a client can resume with Last-Event-ID. Its encodings
+    are made once, on first use, whatever the number of subscribers."""
 
-    id: int
-    kind: str
-    time: float
-    data: dict[str, Any]
+    __slots__ = ("_message", "_sse", "data", "id", "kind", "time")
+
+    def __init__(self, id: int, kind: str, time: float, data: dict[str, Any]) -> None:
+        self.id, self.kind, self.time, self.data = id, kind, time, data
+        self._sse: bytes | None = None
+        self._message: str | None = None
 
     def payload(self) -> str:
         """The event's data as JSON (with its time)."""
@@ -44,11 +46,15 @@ class Event:
 
     def sse(self) -> bytes:
         """The event in text/event-stream framing."""
-        return f"id: {self.id}\nevent: {self.kind}\ndata: {self.payload()}\n\n".encode()
+        if self._sse is None:
+            self._sse = f"id: {self.id}\nevent: {self.kind}\ndata: {self.payload()}\n\n".encode()
+        return self._sse
 
     def message(self) -> str:
         """The event as one WebSocket text message."""
-        return f'{{"id":{self.id},"event":"{self.kind}","data":{self.payload()}}}'
+        if self._message is None:
+            self._message = f'{{"id":{self.id},"event":"{self.kind}","data":{self.payload()}}}'
+        return self._message
 
 
 @dataclass(eq=False)

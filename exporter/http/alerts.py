@@ -7,6 +7,7 @@ remediation is still a 2xx.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ MAX_PROBLEMS = 20
 COMMIT_WAIT = 5.0
 JSON = b"application/json"
 RETRY_LATER: Headers = [(b"retry-after", b"10")]
+ENCODE_SLICE = 1000
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -113,12 +115,14 @@ class AlertsEndpoint:
         except slicing.Problems as exc:
             return _invalid(exc.problems)
         summary = self._intake.begin(notification)
-        for start in range(0, len(alerts), slicing.SLICE):
-            self._intake.take(summary, alerts[start : start + slicing.SLICE])
-            await self._turns.take()
-        return await self._accept(summary)
+        for start in range(0, len(alerts), slicing.TAKE_SLICE):
+            part = alerts[start : start + slicing.TAKE_SLICE]
+            await asyncio.wrap_future(self._intake.take_on_engine(summary, part))
+        return await self._accept(summary, sliced=True)
 
-    async def _accept(self, summary: Summary) -> tuple[int, bytes, Headers | None]:
+    async def _accept(
+        self, summary: Summary, sliced: bool = False
+    ) -> tuple[int, bytes, Headers | None]:
         for claim in summary.persisted:
             if not await self._commits.committed(claim, COMMIT_WAIT):
                 log.error("the journal did not commit an alert's claim within %gs; asking "
@@ -126,6 +130,20 @@ class AlertsEndpoint:
                 return 503, to_json({"error": "the journal is not committing"}), RETRY_LATER
         if summary.refused:
             # Neither the queue nor the journal could take them: ask Alertmanager to retry.
-            body = to_json({"error": "cannot accept alerts now", **summary.as_dict()})
-            return 503, body, RETRY_LATER
-        return 202, to_json(summary.as_dict()), None
+            first: dict[str, object] = {"error": "cannot accept alerts now"}
+            return 503, await self._encode(first, summary, sliced), RETRY_LATER
+        return 202, await self._encode({}, summary, sliced), None
+
+    async def _encode(self, first: dict[str, object], summary: Summary, sliced: bool) -> bytes:
+        """The answer's JSON; for a large notification its per-alert details are encoded
+        ENCODE_SLICE at a time (one call for 10,000 holds the loop for 9 ms)."""
+        fields = {**first, **summary.as_dict()}
+        if not sliced:
+            return to_json(fields)
+        details = fields.pop("alerts")
+        assert isinstance(details, list)
+        parts = []
+        for start in range(0, len(details), ENCODE_SLICE):
+            parts.append(to_json(details[start : start + ENCODE_SLICE])[1:-1])
+            await self._turns.take()
+        return to_json(fields)[:-1] + b',"alerts":[' + b",".join(parts) + b"]}"

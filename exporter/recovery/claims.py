@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from exporter.clock import Clock
 from exporter.recovery import journal as journal_module
+from exporter.recovery.bloom import Forgotten
 from exporter.recovery.episode import Episode
 from exporter.recovery.journal import Journal, Opened
 from exporter.recovery.types import QUEUED, RESOLVED, FailureEvent
@@ -48,7 +49,12 @@ class Claims:
     """Every known episode key, open or closed, and the open episodes themselves."""
 
     def __init__(
-        self, journal: Journal, clock: Clock, queue_size: int, kept: int | None = None
+        self,
+        journal: Journal,
+        clock: Clock,
+        queue_size: int,
+        kept: int | None = None,
+        max_episodes: int = 100_000,
     ) -> None:
         self.lock = threading.Lock()
         self._journal = journal
@@ -60,6 +66,8 @@ class Claims:
         """The newest closed keys, oldest first."""
         self._spilled = False
         """Whether closed keys exist that only the journal knows."""
+        self._forgot = Forgotten(max_episodes)
+        """Those keys, roughly (a Bloom filter: "maybe" or a certain "no")."""
         self._unconfirmed: dict[str, Episode] = {}
         """Closed episodes whose claim has not committed yet: duplicates wait for it."""
         self.queued = 0
@@ -69,6 +77,9 @@ class Claims:
         """What the journal holds at start: closed keys and open episodes."""
         with self.lock:
             self._closed = OrderedDict(opened.closed)
+            for key in opened.older:  # in the journal, beyond what memory keeps
+                self._forgot.add(key)
+                self._spilled = True
             self._spill()
             for episode in opened.episodes:
                 if episode.key is not None:
@@ -82,8 +93,13 @@ class Claims:
         if not durable and event.source in DURABLE_SOURCES:
             return Claim("journal_down", detail="the recovery journal is unavailable")
         key = event.dedup_key
+        stored = None
+        if key is not None and self._spilled and self._forgotten(key):
+            # Asked outside the lock: a read waits for the disk and the GIL, and every
+            # other claim, close and commit callback would queue behind it.
+            stored = self._journal.closed_state(key)
         with self.lock:
-            known = self._known(key) if key is not None else None
+            known = self._known(key, stored) if key is not None else None
             if known is not None:
                 return known
             if self.queued >= self._queue_size:
@@ -104,8 +120,13 @@ class Claims:
             return
         if not done.result():
             episode.unclaimed = True  # nobody sends it again: hold it until it commits
+        elif episode.claimed is done:
+            # Committed: None says so (see Ladder._hold_until_started), and it breaks the
+            # cycle episode -> future -> this callback -> episode, which only the garbage
+            # collector would free: 10,000 alerts made a 100 ms full collection.
+            episode.claimed = None
         key = episode.key
-        if key is not None:
+        if key is not None and key in self._unconfirmed:  # rare: only a fast ending
             with self.lock:
                 if self._unconfirmed.get(key) is episode:
                     del self._unconfirmed[key]
@@ -121,26 +142,28 @@ class Claims:
         claim has committed (unconfirmed ones are in self._unconfirmed), so the journal
         answers for it."""
         while len(self._closed) > self._kept:
-            self._closed.popitem(last=False)
+            key, _ = self._closed.popitem(last=False)
+            self._forgot.add(key)
             self._spilled = True
 
-    def _closed_state(self, key: str) -> str | None:
-        """A closed key's state, from memory or else the journal (self.lock held)."""
-        state = self._closed.get(key)
-        if state is None and self._spilled:
-            state = self._journal.closed_state(key)
-        return state
+    def _forgotten(self, key: str) -> bool:
+        """Whether memory let go of the key while the journal may still hold it (a
+        lock-free first look: dict reads are atomic; checked again under the lock)."""
+        if key in self._open or key in self._unconfirmed or key in self._closed:
+            return False
+        return key in self._forgot
 
     @property
     def closed_in_memory(self) -> int:
         """How many closed keys memory holds (bounded by `kept`)."""
         return len(self._closed)
 
-    def _known(self, key: str) -> Claim | None:
-        """The answer for a key seen before (self.lock held), or None if it is new."""
+    def _known(self, key: str, stored: str | None = None) -> Claim | None:
+        """The answer for a key seen before (self.lock held), or None if it is new;
+        stored: what the journal said about it, when memory had forgotten it."""
         episode = self._open.get(key) or self._unconfirmed.get(key)
         if episode is None:
-            state = self._closed_state(key)
+            state = self._closed.get(key) or stored
         else:
             state = RESOLVED if episode.resolved else self._closed.get(key)
         pending = _pending(episode.claimed) if episode is not None else None
@@ -196,6 +219,9 @@ class Claims:
         """The alert of this episode resolved. Returns what that did: ("cancel", episode)
         when its next rung will not start, ("running", episode) when a rung already runs
         (it finishes), ("closed", None) otherwise."""
+        stored = None
+        if self._spilled and self._forgotten(key):
+            stored = self._journal.closed_state(key)  # outside the lock (see claim)
         with self.lock:
             episode = self._open.get(key)
             if episode is not None:
@@ -203,7 +229,7 @@ class Claims:
                     episode.resolved = True
                     self._journal.mark_resolved(episode)
                 return ("running" if episode.started else "cancel"), episode
-            state = self._closed_state(key)
+            state = self._closed.get(key) or stored
             if state is None:
                 self._journal.tombstone(key)
             elif state != RESOLVED:
@@ -217,6 +243,7 @@ class Claims:
             self._closed.clear()
             self._unconfirmed.clear()
             self._spilled = False  # the journal forgets them too (Journal.reset)
+            self._forgot.clear()
 
 
 def _pending(future: Future[bool] | None) -> Future[bool] | None:

@@ -16,10 +16,11 @@ import contextlib
 import logging
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from exporter.checks import HealthChecker
 from exporter.clock import Clock
@@ -65,6 +66,8 @@ from exporter.storage.sqlite import CommitWaits
 __all__ = ["DURATION_BUCKETS", "RecoveryEngine", "Submission"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+INFLOW_PER_TURN = 200
 
 PRUNE_EVERY = 3600.0
 
@@ -121,7 +124,9 @@ class RecoveryEngine:
         """Bumped on every change the metrics show; the render loop polls it."""
         self._idle = threading.Condition()
         self.accounting = Accounting(config.failures, events, self._changed)
-        self.claims = Claims(journal, clock, config.queue_size)
+        self.claims = Claims(
+            journal, clock, config.queue_size, max_episodes=config.retention.max_episodes
+        )
         self._dispatcher = Dispatcher(config.workers)
         self._commits = CommitWaits()  # used on the engine's loop only
         self._episode_gates = Gates(
@@ -245,6 +250,31 @@ class RecoveryEngine:
             self.accounting.finished(record)
         return Submission(claim.result, claim.detail, claim.persisted)
 
+    def run_soon(self, fn: Callable[[], T]) -> Future[T]:
+        """Run fn on the engine's own loop and thread; its future. A large notification's
+        claims run here, so that the HTTP thread is left free to answer scrapes instead of
+        taking turns with this thread for every lock the claims share. Without a running
+        loop, fn runs now."""
+        future: Future[T] = Future()
+        loop = self._loop
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the waiter
+                future.set_exception(exc)
+
+        if loop is None or not self._accepting:
+            run()
+            return future
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:  # the loop closed meanwhile
+            run()
+        return future
+
     def resolve(self, dedup_key: str) -> bool:
         """The episode's alert resolved: its next rung will not start. True when that
         cancels an episode that had not started yet."""
@@ -307,10 +337,16 @@ class RecoveryEngine:
                 self._loop.call_soon_threadsafe(self._take_inflow)
 
     def _take_inflow(self) -> None:
+        # A few hundred per loop turn: a 10,000-alert notification is not one long step
+        # (each turn of the loop lets the HTTP thread have the GIL sooner).
         with self._inflow_lock:
-            episodes, self._inflow = self._inflow, []
+            episodes, rest = self._inflow[:INFLOW_PER_TURN], self._inflow[INFLOW_PER_TURN:]
+            self._inflow = rest
         for episode in episodes:
             self._spawn(self._handle(episode))
+        if rest:
+            assert self._loop is not None
+            self._loop.call_soon(self._take_inflow)
 
     async def _handle(self, episode: Episode) -> None:
         """One episode from its claim to its final state."""

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_core import to_json
@@ -53,9 +53,11 @@ class Opened:
     episodes: list[Episode]
     """Open episodes, oldest first; a running one carries its in-flight attempt."""
     closed: dict[str, str]
-    """Dedup key -> final state of every closed episode kept."""
+    """Dedup key -> final state of the newest closed episodes (MEMORY_CLOSED)."""
     stray: int
     """Running attempts of the first journal layout, now closed as interrupted."""
+    older: list[str] = field(default_factory=list)
+    """Keys of the older closed episodes the journal holds."""
 
 
 class Journal:
@@ -105,7 +107,7 @@ class Journal:
         )
         self._recent.extend(found.recent)
         stray = startup.close_stray(self.db, self._clock.time())
-        return Opened(found.episodes, found.closed, stray)
+        return Opened(found.episodes, found.closed, stray, found.older)
 
     # --- identifiers --------------------------------------------------------------------
     def episode_id(self) -> int:

@@ -30,6 +30,8 @@ class Stored:
     recent: list[RecoveryAttempt]
     next_attempt: int
     next_episode: int
+    older: list[str]
+    """Keys of closed episodes beyond the newest closed_kept."""
 
 
 def read(db: Database, recent: int, closed_kept: int = 10_000) -> Stored:
@@ -48,6 +50,10 @@ def read(db: Database, recent: int, closed_kept: int = 10_000) -> Stored:
         f"FROM recovery_episodes WHERE dedup_key IS NOT NULL AND state NOT IN {OPEN} "
         "ORDER BY id DESC LIMIT ?", (closed_kept + 1,),
     )))  # fmt: skip
+    older = [key for (key,) in db.query(
+        "SELECT dedup_key FROM recovery_episodes WHERE dedup_key IS NOT NULL "  # noqa: S608
+        f"AND state NOT IN {OPEN} ORDER BY id DESC LIMIT -1 OFFSET ?", (closed_kept + 1,),
+    )]  # fmt: skip
     cooldowns = {
         ft: (float(until), int(consecutive))
         for ft, until, consecutive in db.query(
@@ -59,7 +65,7 @@ def read(db: Database, recent: int, closed_kept: int = 10_000) -> Stored:
         (recent,),
     )
     return Stored(episodes, closed, cooldowns, [attempt_from_row(r) for r in reversed(rows)],
-                  next_ids[0], next_ids[1])  # fmt: skip
+                  next_ids[0], next_ids[1], older)  # fmt: skip
 
 
 def episode(db: Database, row: tuple[Any, ...]) -> Episode:

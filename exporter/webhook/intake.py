@@ -126,6 +126,10 @@ class Intake:
                 self.truncated += notification.truncatedAlerts
         return Summary()
 
+    def take_on_engine(self, summary: Summary, alerts: list[Alert]) -> Future[None]:
+        """take(), on the recovery engine's thread (see RecoveryEngine.run_soon)."""
+        return self._engine.run_soon(lambda: self.take(summary, alerts))
+
     def take(self, summary: Summary, alerts: list[Alert]) -> None:
         """Decide some of a notification's alerts (all at once, or a slice at a time)."""
         seen = summary.seen

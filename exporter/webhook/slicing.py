@@ -18,6 +18,10 @@ from pydantic import TypeAdapter, ValidationError
 from exporter.webhook.models import MAX_ALERTS, Alert, Envelope, Notification
 
 SLICE = 200
+"""Alerts parsed and validated per loop turn (about 2 ms)."""
+TAKE_SLICE = 200
+"""Alerts decided (claimed, journaled, queued) per turn of the recovery engine's loop, where
+they are decided (about 40 us each): the HTTP thread only waits for them."""
 LARGE = 128 * 1024
 """Bodies from this size on are taken in slices; smaller ones in one call (faster)."""
 ALERTS = TypeAdapter(list[Alert])

@@ -136,3 +136,43 @@ def test_history_escapes_control_characters_from_action_output(tmp_path: Path) -
     out = cli_history.history(Config(data_dir=tmp_path), None, None, 10)
     assert "\x1b" not in out and "\x07" not in out and "\r" not in out and "\x9b" not in out
     assert "ok\\x1b]0;pwned\\x07\\x1b[2J" in out
+
+
+def test_after_a_restart_the_journal_still_answers_for_keys_memory_does_not_hold(
+    start_medic, monkeypatch
+) -> None:
+    from exporter.recovery import journal as journal_module
+    from exporter.recovery.bloom import Forgotten
+    from exporter.recovery.types import FailureEvent
+
+    monkeypatch.setattr(journal_module, "MEMORY_CLOSED", 50)
+    config = """
+recovery:
+  cooldown: {base: 1h}
+  queue_size: 1000
+  max_waiting_per_type: 1000
+  actions:
+    noop: {type: in_process}
+  failures:
+    network_error: {ladder: [noop]}
+"""
+    first = start_medic(config)
+    first.actions.register("noop", lambda: True)
+    for n in range(400):
+        assert first.recovery.submit(FailureEvent("network_error", "api", {}, f"r{n}")).accepted
+    assert first.recovery.wait_idle(20)
+    first.stop()
+    assert first.db is not None
+    first.db.close()
+    again = start_medic(config)  # the same data directory
+    assert again.recovery.claims.closed_in_memory <= 51
+    for key in ("r0", "r7", "r200", "r399"):  # old ones only the journal holds, and new
+        result = again.recovery.submit(FailureEvent("network_error", "api", {}, key)).result
+        assert result == "duplicate", key
+    assert again.recovery.submit(FailureEvent("network_error", "api", {}, "new")).accepted
+    # The filter: a certain "no" for keys never added, "maybe" for every key added.
+    seen = Forgotten(1000)
+    for n in range(1000):
+        seen.add(f"s{n}")
+    assert all(f"s{n}" in seen for n in range(1000))
+    assert sum(f"other{n}" in seen for n in range(10_000)) < 300  # about 1% false "maybe"
