@@ -26,6 +26,7 @@ import json
 import os
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.scrape import start_medic, stop, wrk
+from bench.scrape import latency_ms, start_medic, stop, wrk
 from bench.webhook import BODY, LUA, post_load
 
 CONFIG = """
@@ -203,7 +204,7 @@ def journal_mib(data: Path) -> float:
     return sum(p.stat().st_size for p in data.glob("medic.db*")) / 2**20
 
 
-def scenarios(root: Path, duration: int) -> None:
+def scenarios(root: Path, duration: int, only: set[str]) -> None:
     data = root / "data"
     config = root / "medic.yml"
     config.write_text(CONFIG.format(data=data))
@@ -211,54 +212,89 @@ def scenarios(root: Path, duration: int) -> None:
     try:
         idle = scrape(base, duration)
         print(f"idle: /metrics p99 {idle['p99_ms']:.2f} ms", flush=True)
-        with Slowloris(base, 500) as loris:
-            time.sleep(1)
-            during = scrape(base, duration)
-        print(f"500 slowloris sockets ({loris.opened} opened): /metrics p99 "
-              f"{during['p99_ms']:.2f} ms, errors {during['errors']:.0f}", flush=True)  # fmt: skip
-        with Repeat(lambda: big_header(base)) as header:
-            during = scrape(base, duration)
-        print(f"64 MiB header x{header.runs}: /metrics p99 {during['p99_ms']:.2f} ms",
-              flush=True)  # fmt: skip
-        counter = [0]
-        with Repeat(lambda: big_notification(base, counter)) as posts:
-            during = scrape(base, duration)
-        print(f"10,000-alert notification x{posts.runs}: /metrics p99 "
-              f"{during['p99_ms']:.2f} ms", flush=True)  # fmt: skip
-        body = json.dumps(json.loads(BODY.read_text()), separators=(",", ":"))
-        rates: dict[str, list[float]] = {"without": [], "with": []}
-        p99s: list[float] = []
-        for n in range(3):  # alternate: the machine drifts
-            for mode in ("without", "with"):
-                script = root / f"flood-{mode}-{n}.lua"
-                script.write_text(LUA.format(body=body, offset=(n * 2 + len(mode)) * 10**9))
-                readers = None
-                if mode == "with":
-                    readers = subprocess.Popen([sys.executable, "-c", SUBSCRIBERS,
-                                                str(host_port(base)[1]), "100"])  # fmt: skip
-                    time.sleep(1)
-                scraper = subprocess.Popen(["wrk", "-t1", "-c1", f"-d{duration}s",
-                                            "--latency", f"{base}/metrics"],
-                                           stdout=subprocess.PIPE, text=True)  # fmt: skip
-                rps, _ = post_load(f"{base}/api/v1/alerts", script, duration)
-                out, _ = scraper.communicate(timeout=duration + 30)
-                if readers is not None:
-                    readers.kill()
-                    readers.wait()
-                    from bench.scrape import latency_ms
-
-                    p99s.append(latency_ms(out)["p99"])
-                rates[mode].append(rps)
-                print(f"  round {n + 1} {mode} 100 subscribers: {rps:,.0f} notifications/s",
-                      flush=True)  # fmt: skip
-        import statistics
-
-        without, with_ = (statistics.median(rates[m]) for m in ("without", "with"))
-        print(f"webhook flood: median {without:,.0f}/s without subscribers, {with_:,.0f}/s "
-              f"with 100 reading ({with_ / without:.2f}x); /metrics p99 meanwhile "
-              f"{statistics.median(p99s):.2f} ms", flush=True)  # fmt: skip
+        if "slowloris" in only:
+            slowloris(base, duration)
+        if "header" in only:
+            header(base, duration)
+        if "notification" in only:
+            notification(base, duration)
+        if "subscribers" in only:
+            subscribers(root, base, duration, proc.pid)
     finally:
         stop(proc)
+
+
+def slowloris(base: str, duration: int) -> None:
+    """/metrics while 500 sockets trickle header bytes."""
+    with Slowloris(base, 500) as loris:
+        time.sleep(1)
+        during = scrape(base, duration)
+    print(f"500 slowloris sockets ({loris.opened} opened): /metrics p99 "
+          f"{during['p99_ms']:.2f} ms, errors {during['errors']:.0f}", flush=True)  # fmt: skip
+
+
+def header(base: str, duration: int) -> None:
+    """/metrics while 64 MiB header lines keep coming."""
+    with Repeat(lambda: big_header(base)) as sent:
+        during = scrape(base, duration)
+    print(f"64 MiB header x{sent.runs}: /metrics p99 {during['p99_ms']:.2f} ms", flush=True)
+
+
+def notification(base: str, duration: int) -> None:
+    """/metrics while 10,000-alert notifications keep coming."""
+    counter = [0]
+    with Repeat(lambda: big_notification(base, counter)) as posts:
+        during = scrape(base, duration)
+    print(f"10,000-alert notification x{posts.runs}: /metrics p99 "
+          f"{during['p99_ms']:.2f} ms", flush=True)  # fmt: skip
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def subscribers(root: Path, base: str, duration: int, pid: int) -> None:
+    """The webhook's throughput with and without 100 event-stream readers, alternating;
+    and medic's own CPU time per notification in each (the readers, a load generator on
+    the same two cores, take CPU that medic then lacks: that is the floor)."""
+    body = json.dumps(json.loads(BODY.read_text()), separators=(",", ":"))
+    rates: dict[str, list[float]] = {"without": [], "with": []}
+    costs: dict[str, list[float]] = {"without": [], "with": []}
+    p99s: dict[str, list[float]] = {"without": [], "with": []}
+    readers_cpu: list[float] = []
+    for n in range(3):  # alternate: the machine drifts
+        for mode in ("without", "with"):
+            script = root / f"flood-{mode}-{n}.lua"
+            script.write_text(LUA.format(body=body, offset=(n * 2 + len(mode)) * 10**9))
+            readers = None
+            if mode == "with":
+                readers = subprocess.Popen([sys.executable, "-c", SUBSCRIBERS,
+                                            str(host_port(base)[1]), "100"])  # fmt: skip
+                time.sleep(1)
+            argv = ["wrk", "-t1", "-c1", f"-d{duration}s", "--latency", f"{base}/metrics"]
+            scraper = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+            before = cpu_seconds(pid)
+            rps, _ = post_load(f"{base}/api/v1/alerts", script, duration)
+            costs[mode].append((cpu_seconds(pid) - before) / (rps * duration) * 1e6)
+            out, _ = scraper.communicate(timeout=duration + 30)
+            if readers is not None:
+                readers_cpu.append(cpu_seconds(readers.pid) / (duration + 1))
+                readers.kill()
+                readers.wait()
+            p99s[mode].append(latency_ms(out)["p99"])
+            rates[mode].append(rps)
+            print(f"  round {n + 1} {mode} 100 subscribers: {rps:,.0f} notifications/s, "
+                  f"medic {costs[mode][-1]:.0f} us CPU each", flush=True)  # fmt: skip
+    without, with_ = (statistics.median(rates[m]) for m in ("without", "with"))
+    cost_without, cost_with = (statistics.median(costs[m]) for m in ("without", "with"))
+    print(f"webhook flood: median {without:,.0f}/s without subscribers, {with_:,.0f}/s "
+          f"with 100 reading ({with_ / without:.2f}x); medic's CPU per notification "
+          f"{cost_without:.0f} -> {cost_with:.0f} us ({cost_with / cost_without:.2f}x); the "
+          f"readers used {statistics.median(readers_cpu):.0%} of a core; /metrics p99 "
+          f"meanwhile {statistics.median(p99s['with']):.2f} ms (during the flood alone "
+          f"{statistics.median(p99s['without']):.2f} ms)", flush=True)  # fmt: skip
 
 
 def flood(root: Path, minutes: float) -> None:
@@ -305,11 +341,13 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--flood-minutes", type=float, default=10)
     parser.add_argument("--skip-scenarios", action="store_true")
+    parser.add_argument("--only", default="slowloris,header,notification,subscribers",
+                        help="scenarios to run, comma-separated")  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_scenarios:
-            scenarios(Path(tmp), args.duration)
+            scenarios(Path(tmp), args.duration, set(args.only.split(",")))
         if args.flood_minutes > 0:
             flood(Path(tmp), args.flood_minutes)
 

@@ -71,49 +71,72 @@ class EventsEndpoint:
             return
         self.active += 1
         sub = self._hub.subscribe(after)
-        gone = asyncio.ensure_future(_disconnected(receive))
+        gone = Gone()
+        watcher = asyncio.ensure_future(gone.watch(receive, "http.disconnect", sub))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", b"text/event-stream; charset=utf-8"),
                 (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"),
             ]})  # fmt: skip
             await self._write(send, b": medic events\n\n")
-            while not gone.done():
-                events = await self._next(sub, gone)
-                if events is None:
+            while not gone.done:
+                chunk = await self._next_sse(sub)
+                if chunk is None:
                     break  # too slow: the client resumes with Last-Event-ID
-                chunk = b"".join(e.sse() for e in events) if events else b": keep-alive\n\n"
-                await self._write(send, chunk)
+                if gone.done:
+                    break
+                await self._write(send, chunk or b": keep-alive\n\n")
             with contextlib.suppress(OSError, TimeoutError):
-                await asyncio.wait_for(send({"type": "http.response.body", "body": b""}), 1)
+                async with asyncio.timeout(1):
+                    await send({"type": "http.response.body", "body": b""})
         except (OSError, TimeoutError):
             pass  # gone or stalled: its connection closes
         finally:
-            gone.cancel()
+            watcher.cancel()
             self._hub.unsubscribe(sub)
             self.active -= 1
 
     async def _write(self, send: Send, chunk: bytes) -> None:
-        await asyncio.wait_for(
-            send({"type": "http.response.body", "body": chunk, "more_body": True}),
-            WRITE_TIMEOUT,
-        )
+        # asyncio.timeout, not wait_for: no task per write (100 subscribers, 20 wake-ups
+        # a second each).
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-    async def _next(self, sub: Subscription, gone: asyncio.Future[None]) -> list[Event] | None:
-        """New events, [] after KEEPALIVE seconds without any, None when cut."""
+    async def _next_sse(self, sub: Subscription) -> bytes | None:
+        """As _next, framed (b"": keep-alive), the bytes shared by subscribers alike."""
+        if not await self._wait(sub):
+            return b""
+        return self._hub.read_sse(sub)
+
+    async def _wait(self, sub: Subscription) -> bool:
+        """Until something is new for sub (True) or KEEPALIVE passes (False)."""
+        if self._hub.pending(sub):
+            return True
+        sub.wake.clear()
+        if self._hub.pending(sub):  # published between the look and the clear
+            return True
+        try:
+            async with asyncio.timeout(KEEPALIVE):
+                await sub.wake.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _next(self, sub: Subscription) -> list[Event] | None:
+        """New events, [] after KEEPALIVE seconds without any (or once the client is
+        gone: its watcher wakes the subscription), None when cut."""
         events = self._hub.read(sub)
-        if events:
+        if events != []:
             return events
         sub.wake.clear()
         events = self._hub.read(sub)  # published between the read and the clear
-        if events:
+        if events != []:
             return events
-        woken: asyncio.Future[object] = asyncio.ensure_future(sub.wake.wait())
-        watched: set[asyncio.Future[object]] = {woken, gone}  # type: ignore[arg-type]
         try:
-            await asyncio.wait(watched, timeout=KEEPALIVE, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            woken.cancel()
+            async with asyncio.timeout(KEEPALIVE):
+                await sub.wake.wait()
+        except TimeoutError:
+            return []
         return self._hub.read(sub)
 
     # --- WebSocket ----------------------------------------------------------------------
@@ -131,36 +154,41 @@ class EventsEndpoint:
             return
         self.active += 1
         sub = self._hub.subscribe(after)
-        gone = asyncio.ensure_future(_ws_closed(receive))
+        gone = Gone()
+        watcher = asyncio.ensure_future(gone.watch(receive, "websocket.disconnect", sub))
         try:
             await send({"type": "websocket.accept"})
-            while not gone.done():
-                events = await self._next(sub, gone)
+            while not gone.done:
+                events = await self._next(sub)
                 if events is None:
                     await send({"type": "websocket.close", "code": 1008,
                                 "reason": "too slow; resume with last_event_id"})  # fmt: skip
                     break
                 for event in events:
-                    await asyncio.wait_for(
-                        send({"type": "websocket.send", "text": event.message()}),
-                        WRITE_TIMEOUT,
-                    )
+                    if gone.done:
+                        break
+                    async with asyncio.timeout(WRITE_TIMEOUT):
+                        await send({"type": "websocket.send", "text": event.message()})
         except (OSError, TimeoutError):
             pass
         except Exception as exc:  # the client went away mid-send
             if type(exc).__name__ != "ClientDisconnected":
                 raise
         finally:
-            gone.cancel()
+            watcher.cancel()
             self._hub.unsubscribe(sub)
             self.active -= 1
 
 
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+class Gone:
+    """Whether the client has gone; its watcher wakes the subscription when it goes."""
 
+    def __init__(self) -> None:
+        self.done = False
 
-async def _ws_closed(receive: Receive) -> None:
-    while (await receive())["type"] != "websocket.disconnect":
-        pass
+    async def watch(self, receive: Receive, kind: str, sub: Subscription) -> None:
+        """Read the client's messages until `kind` (a disconnect)."""
+        while (await receive())["type"] != kind:
+            pass
+        self.done = True
+        sub.wake.set()
