@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 from starlette.types import Receive, Scope, Send
 
 from exporter.events import Event, EventHub, Subscription
-from exporter.http.asgi import header, respond
+from exporter.http.asgi import Turns, header, respond
 
 KEEPALIVE = 15.0
 WRITE_TIMEOUT = 10.0
@@ -43,6 +43,7 @@ class EventsEndpoint:
     def __init__(self, hub: EventHub, max_subscribers: int) -> None:
         self._hub = hub
         self._max = max_subscribers
+        self._turns = Turns()
         self.active = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -83,6 +84,9 @@ class EventsEndpoint:
                 chunk = await self._next_sse(sub)
                 if chunk is None:
                     break  # too slow: the client resumes with Last-Event-ID
+                # Woken together, subscribers write a few per loop turn: a scrape that
+                # arrives meanwhile is not queued behind a hundred writes.
+                await self._turns.take()
                 if gone.done:
                     break
                 await self._write(send, chunk or b": keep-alive\n\n")
@@ -164,6 +168,7 @@ class EventsEndpoint:
                     await send({"type": "websocket.close", "code": 1008,
                                 "reason": "too slow; resume with last_event_id"})  # fmt: skip
                     break
+                await self._turns.take()
                 for event in events:
                     if gone.done:
                         break
