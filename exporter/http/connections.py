@@ -202,7 +202,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self.transport.is_closing() or before or self._head_done:
             return
-        if len(self.url or b"") > self._limits.max_url_bytes:
+        if len(getattr(self, "url", b"") or b"") > self._limits.max_url_bytes:
             self._refuse(414, "request URL too long\n")
         elif self._head_bytes > self._limits.max_header_bytes:
             self._refuse(431, "request header fields too large\n")

@@ -60,6 +60,9 @@ class Database:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA busy_timeout=5000")
+            # The WAL is checkpointed at 4 MiB; a big batch can grow it past that, and
+            # without a limit the file keeps its largest size forever.
+            self._conn.execute("PRAGMA journal_size_limit=8388608")
         # Writes wait in a list; every write until the writer takes the list shares one
         # future (a Future per write was a measurable share of the webhook's CPU).
         self._pending_lock = threading.Lock()
