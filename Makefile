@@ -59,6 +59,7 @@ bench: venv-bench stack
 	$(PY) -m bench.scrape
 	$(PY) -m bench.gpu
 	$(PY) -m bench.breaker
+	$(PY) -m bench.hostile
 	$(PY) -m bench.recovery
 	$(PY) -m bench.recovery --types 6
 	$(PY) -m bench.webhook
