@@ -32,7 +32,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 from bench.scrape import latency_ms, start_medic, stop, wrk
 from bench.webhook import BODY, LUA, post_load
@@ -90,24 +92,34 @@ def scrape(base: str, duration: int) -> dict[str, float]:
     return wrk(f"{base}/metrics", 1, duration, {}, [])
 
 
-class Slowloris:
-    """`count` sockets that send a request line and then a header byte every few seconds,
-    reopening the ones medic closes."""
+class Background:
+    """Something a thread does until the with-block ends."""
 
-    def __init__(self, base: str, count: int) -> None:
-        self._addr = host_port(base)
-        self._count = count
+    def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self.opened = 0
 
-    def __enter__(self) -> Slowloris:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join(10)
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Slowloris(Background):
+    """`count` sockets that send a request line and then a header byte every few seconds,
+    reopening the ones medic closes."""
+
+    def __init__(self, base: str, count: int) -> None:
+        super().__init__()
+        self._addr = host_port(base)
+        self._count = count
+        self.opened = 0
 
     def _open(self) -> socket.socket | None:
         try:
@@ -131,27 +143,18 @@ class Slowloris:
             sock.close()
 
 
-class Repeat:
+class Repeat(Background):
     """Run fn again and again on a thread until stopped; counts the runs."""
 
-    def __init__(self, fn: object) -> None:
+    def __init__(self, fn: Callable[[], object]) -> None:
+        super().__init__()
         self._fn = fn
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
         self.runs = 0
-
-    def __enter__(self) -> Repeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(OSError):
-                self._fn()  # type: ignore[operator]
+                self._fn()
             self.runs += 1
 
 

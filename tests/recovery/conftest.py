@@ -10,6 +10,7 @@ import pytest
 
 from exporter.app import Medic
 from exporter.config import parse_config
+from exporter.recovery.actions import ActionContext
 from exporter.recovery.types import RecoveryAttempt
 from tests.helpers import wait_until
 
@@ -48,3 +49,15 @@ def start_medic(tmp_path: Path) -> Iterator[Callable[[str], Medic]]:
         medic.stop()
         if medic.db is not None:
             medic.db.close()
+
+
+def recording(medic: Medic, name: str = "noop") -> list[str]:
+    """Register an in-process action that records each episode it runs for; the list."""
+    ran: list[str] = []
+
+    def action(ctx: ActionContext) -> bool:
+        ran.append(ctx.episode)
+        return True
+
+    medic.actions.register(name, action)
+    return ran

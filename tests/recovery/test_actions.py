@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.recovery.actions import ActionContext
 from exporter.recovery.external import BASE_ENVIRONMENT, label_environment
 from exporter.recovery.types import FailureEvent
-from tests.recovery.conftest import settled
+from tests.recovery.conftest import recording, settled
 
 
 def _env_dumper(out: Path) -> str:
@@ -241,13 +240,7 @@ recovery:
   failures:
     network_error: {ladder: [noop]}
 """)
-    ran: list[str] = []
-
-    def noop(ctx: ActionContext) -> bool:
-        ran.append(ctx.episode)
-        return True
-
-    medic.actions.register("noop", noop)
+    ran = recording(medic)
     assert medic.recovery.journal_healthy
     from tests.helpers import fill_database, make_room, wait_until
 

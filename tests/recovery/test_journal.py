@@ -8,11 +8,11 @@ import httpx
 
 from exporter.app import Medic
 from exporter.config import parse_config
-from exporter.recovery.actions import ActionContext
 from exporter.recovery.journal import Journal
 from exporter.recovery.types import Outcome, RecoveryAttempt
 from exporter.storage.sqlite import Database
 from tests.helpers import FakeClock, serving, wait_until
+from tests.recovery.conftest import recording
 
 
 def record(journal: Journal, started: float) -> None:
@@ -82,13 +82,7 @@ recovery:
   failures:
     network_error: {ladder: [noop]}
 """)
-    ran: list[str] = []
-
-    def noop(ctx: ActionContext) -> bool:
-        ran.append(ctx.episode)
-        return True
-
-    medic.actions.register("noop", noop)
+    ran = recording(medic)
     db = medic.db
     assert db is not None
 
