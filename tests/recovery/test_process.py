@@ -291,7 +291,9 @@ def test_kill_9_during_an_http_action_follows_the_interrupted_policy(
             assert not (tmp_path / "actions.log").exists()
             labels = {"failure_type": "generation_pipeline_error", "action": "ladder",
                       "outcome": "interrupted"}  # fmt: skip
-            assert metric(url, "medic_recovery_attempts_total", **labels) == 1
+            # /metrics is re-rendered when the render loop sees the change (polled).
+            wait_until(lambda: metric(url, "medic_recovery_attempts_total", **labels) == 1,
+                       what="the interrupted ladder in /metrics")  # fmt: skip
             stats = httpx.get(f"{url}/api/v1/recoveries/stats").json()
             assert stats["cooldowns"]["generation_pipeline_error"] > 0
         assert report(url, "generation_pipeline_error", "gpe@1").json()["result"] == "duplicate"
