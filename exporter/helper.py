@@ -27,7 +27,7 @@ class WorkerDied(Exception):
 
 
 _released: list[WorkerProcess] = []
-_released_lock = threading.Lock()
+_released_lock = threading.RLock()  # re-entrant: a finalizer may let a helper go mid-reap
 _changes = [0]  # how often the set of released helpers changed (a version for /metrics)
 
 

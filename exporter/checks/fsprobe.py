@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 from typing import Any
 
 from exporter.checks.runner import CallStuck, CallTimeout
@@ -29,6 +30,10 @@ class FsHelper:
         self._worker: WorkerProcess | None = None
         self._abandoned: list[WorkerProcess] = []
         self._closed = False
+        # A check dropped without close() (a Medic never stopped) still lets its helper go:
+        # it is reaped, never left to warn "subprocess is still running".
+        self._started: list[WorkerProcess] = []
+        weakref.finalize(self, _let_all_go, self._started)
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """The helper's answer; CallTimeout when it does not come in time, CallStuck while
@@ -40,18 +45,21 @@ class FsHelper:
             if self._closed:
                 raise CallStuck(f"{self._name}: closed")
             if self._worker is not None and not self._worker.alive():
+                self._started.remove(self._worker)
                 let_go(self._worker)  # reaped there, its pipes closed
                 self._worker = None
             if self._worker is None:
                 self._worker = WorkerProcess(
                     self._argv, name="filesystem helper", kind="filesystem"
                 )
+                self._started.append(self._worker)
             worker = self._worker
             try:
                 return worker.request(message, self._timeout)
             except WorkerTimeout:
                 self._worker = None
                 self._abandoned.append(worker)
+                self._started.remove(worker)
                 worker.kill()
                 let_go(worker)
                 raise CallTimeout(
@@ -59,6 +67,7 @@ class FsHelper:
                 ) from None
             except WorkerDied:
                 self._worker = None
+                self._started.remove(worker)
                 let_go(worker)
                 raise
 
@@ -73,3 +82,10 @@ class FsHelper:
         for each in [*self._abandoned, *([worker] if worker else [])]:
             each.kill()
             let_go(each)
+        self._started.clear()
+
+
+def _let_all_go(workers: list[WorkerProcess]) -> None:
+    for worker in workers:
+        worker.kill()
+        let_go(worker)

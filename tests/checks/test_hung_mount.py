@@ -90,18 +90,14 @@ checks:
     try:
         url = medic.wait_listening()
 
-        def stuck() -> str | None:
+        def stuck() -> bool:
             text = httpx.get(f"{url}/metrics", timeout=5).text
             names = ("models_disk", "weights")
-            return (
-                text
-                if all(f'medic_check_stuck{{check="{n}"}} 1.0' in text for n in names)
-                else None
-            )
+            checks = all(f'medic_check_stuck{{check="{n}"}} 1.0' in text for n in names)
+            # One helper per check, blocked on the mount with its SIGKILL pending; counted.
+            return checks and 'medic_helper_processes_abandoned{kind="filesystem"} 2.0' in text
 
-        text = str(wait_until(stuck, timeout=20, what="both checks reported stuck"))
-        # One helper per check, blocked on the mount with its SIGKILL pending; counted.
-        assert 'medic_helper_processes_abandoned{kind="filesystem"} 2.0' in text
+        wait_until(stuck, timeout=20, what="both checks stuck, their two helpers counted")
         assert httpx.get(f"{url}/-/healthy", timeout=5).status_code == 200
         helpers = alive(children(medic.proc.pid))
         assert len(helpers) == 2
