@@ -2,9 +2,10 @@
 browser protections for state-changing requests.
 
 - **Host** (against DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1
-  reaches a loopback medic with `Host: evil.example`): only the loopback names and the
-  listen address are accepted, unless server.allowed_hosts says otherwise (a wildcard
-  listen address accepts any Host: behind it, authentication is required anyway).
+  reaches a loopback medic with `Host: evil.example`): on a loopback listen address only
+  the loopback names are accepted, unless server.allowed_hosts says otherwise. Off
+  loopback any Host is (authentication is required there, and a scraper may use any of the
+  host's names), unless server.allowed_hosts lists them.
 - **Authentication**, when server.auth is set, on every route (reads too), except the
   groups named in server.public (`metrics`, `health`): Prometheus' usual setup is an open
   /metrics. The webhook checks its own credentials (it counts refusals in its metrics).
@@ -59,19 +60,23 @@ class Policy:
 
 
 def allowed_hosts(config: ServerConfig) -> frozenset[str] | None:
-    """server.allowed_hosts, or the loopback names plus the listen host by default."""
+    """server.allowed_hosts (with the loopback names and the listen host), or by default
+    the loopback names on a loopback listen address and any Host (None) elsewhere: off
+    loopback auth is required, and scrapers use names medic cannot know (a refused Host
+    would break monitoring), so rebinding is a loopback threat."""
     if "*" in config.allowed_hosts:
         return None
     host, _port = split_listen(config.listen)
-    names = {*LOOPBACK_NAMES, *(h.lower() for h in config.allowed_hosts)}
-    if not config.allowed_hosts:
-        try:
-            if ipaddress.ip_address(host).is_unspecified:
-                return None  # 0.0.0.0 / ::: any address of the host is the listen address
-        except ValueError:
-            pass
-        names.add(host.lower())
-    return frozenset(names)
+    if not config.allowed_hosts and not _loopback(host):
+        return None
+    return frozenset({*LOOPBACK_NAMES, host.lower(), *(h.lower() for h in config.allowed_hosts)})
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
 
 
 def host_name(value: str) -> str:

@@ -137,3 +137,15 @@ def test_events_over_a_websocket_resume_and_refuse_other_sites(
     with ws_connect(f"{ws_url}?last_event_id={first.id}", additional_headers=auth) as ws:
         again = json.loads(ws.recv(timeout=5))
     assert again["id"] == first.id + 1
+
+
+def test_off_loopback_any_host_is_accepted_unless_listed() -> None:
+    from exporter.config.server import ServerConfig
+    from exporter.http.guard import allowed_hosts
+
+    assert allowed_hosts(ServerConfig()) == frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+    assert allowed_hosts(ServerConfig(listen="10.0.0.7:9847")) is None  # scraped by name
+    assert allowed_hosts(ServerConfig(listen="0.0.0.0:9847")) is None
+    listed = allowed_hosts(ServerConfig(listen="10.0.0.7:9847", allowed_hosts=["gpu-7"]))
+    assert listed is not None and {"gpu-7", "10.0.0.7", "localhost"} <= listed
+    assert allowed_hosts(ServerConfig(allowed_hosts=["*"])) is None
