@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from exporter.checks import CheckResult, HealthChecker
 from exporter.checks.base import Observation, Probe
@@ -61,9 +61,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNS_DIR = "runs"
+"""Under the data directory: files of the commands recovery runs (see recovery/launch.py)."""
 PULL_CHECK = "alertmanager_pull"
 """The check that fails while no Alertmanager peer answers (pull mode only)."""
-"""Under the data directory: files of the commands recovery runs (see recovery/launch.py)."""
+PROCESS_REFRESH = 15.0
+"""Seconds between re-renders at least, so that process_* stay fresh while nothing changes."""
 
 
 def as_config(config: Config | Mapping[str, Any] | str | Path | None) -> Config:
@@ -117,10 +119,15 @@ class Medic:
             self.health.register(build_check(check, self.clock))
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.registry.register(ExporterCollector(__version__, abandoned=released_by_kind))
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds ...:
+        # what Prometheus users look for first about an exporter itself.
+        ProcessCollector(registry=self.registry)
+        # (the render loop re-renders at least every PROCESS_REFRESH s to keep them fresh)
         self.registry.register(HealthCollector(self.health))
         self.exposition = Exposition(self.registry, self.clock)
         self.render_loop = RenderLoop(self.exposition)
         self.render_loop.watch(release_changes)
+        self.render_loop.watch(lambda: int(self.clock.monotonic() // PROCESS_REFRESH))
 
         self.db = self._open_db()
         store = breaker_store or (SqliteBreakerStore(self.db) if self.db else None)

@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="medic",
         description="Prometheus exporter with auto-remediation for GPU model servers.",
     )
+    parser.add_argument("--version", action="version", version=f"medic {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="start the exporter")
     run.add_argument(
@@ -41,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     hist.add_argument("--since", metavar="DURATION", help="only the last DURATION, e.g. 1h")
     hist.add_argument("--failure-type", metavar="TYPE")
     hist.add_argument("--limit", type=int, default=50)
+    hist.add_argument("-o", "--output", choices=["table", "json"], default="table",
+                      help="json: one object per attempt, newest first (for scripts)")  # fmt: skip
     stats = commands.add_parser("stats", help="recovery statistics per failure type and action")
     for sub in (hist, stats):
         sub.add_argument(
@@ -151,7 +154,9 @@ def _journal_command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
         if args.command == "history":
-            out = cli_history.history(config, args.since, args.failure_type, args.limit)
+            out = cli_history.history(
+                config, args.since, args.failure_type, args.limit, args.output
+            )
         else:
             out = cli_history.stats(config)
     except (cli_history.NoJournal, ValueError) as exc:

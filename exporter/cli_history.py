@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -50,14 +51,24 @@ def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def history(config: Config, since: str | None, failure_type: str | None, limit: int) -> str:
-    """The newest attempts as a table."""
+def history(
+    config: Config,
+    since: str | None,
+    failure_type: str | None,
+    limit: int,
+    output: str = "table",
+) -> str:
+    """The newest attempts as a table, or (output "json") as a JSON document with the
+    attempts and the total (`json.dumps` escapes control characters itself)."""
     db, journal = _journal(config)
     try:
         horizon = time.time() - float(parse_duration(since)) if since else None
         attempts, total = journal.attempts(failure_type=failure_type, since=horizon, limit=limit)
     finally:
         db.close()
+    if output == "json":
+        body = {"attempts": [a.as_dict() for a in attempts], "total": total}
+        return json.dumps(body, indent=2)
     rows = [
         [
             str(a.id), _when(a.started), a.failure_type, a.action, a.outcome.value,

@@ -31,6 +31,13 @@ def medic(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     )
 
 
+def test_dash_dash_version_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("medic ")
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["version"]) == 0
     assert capsys.readouterr().out == f"medic {__version__}\n"

@@ -137,6 +137,14 @@ def test_health_endpoints(url: str) -> None:
     assert httpx.post(f"{url}/metrics").status_code == 405
 
 
+def test_a_landing_page_links_metrics_and_process_metrics_are_exported(url: str) -> None:
+    page = httpx.get(f"{url}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'href="/metrics"' in page.text
+    text = httpx.get(f"{url}/metrics").text
+    assert value(text, "process_resident_memory_bytes") and value(text, "process_open_fds")
+
+
 def test_not_ready_until_the_first_round_is_done(tmp_path: Path) -> None:
     release = threading.Event()
     medic = Medic(default_config(env={"MEDIC_DATA_DIR": str(tmp_path)}))

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -34,6 +34,14 @@ from exporter.version import __version__
 from exporter.webhook.auth import Authenticator
 
 log = logging.getLogger(__name__)
+
+LANDING_LINKS = (
+    ("/metrics", "the exposition"),
+    ("/-/ready", "ready once the first round of checks is visible"),
+    ("/api/v1/health", "each check's last result"),
+    ("/api/v1/recoveries", "recovery attempts"),
+    ("/api/v1/openapi.json", "the API"),
+)
 
 
 def create_app(
@@ -61,6 +69,17 @@ def create_app(
         finally:
             if manage_lifecycle:
                 medic.stop()
+
+    async def landing(request: Request) -> Response:
+        # What exporters serve at /: a page that says what this is and links /metrics.
+        prefix = request.scope.get("root_path", "")
+        links = "".join(
+            f'<li><a href="{prefix}{path}">{path}</a> {what}</li>' for path, what in LANDING_LINKS
+        )
+        page = (f"<!doctype html><html><head><title>medic</title></head><body><h1>medic "
+                f"{__version__}</h1><p>Prometheus exporter with auto-remediation for GPU "
+                f"model servers.</p><ul>{links}</ul></body></html>")  # fmt: skip
+        return HTMLResponse(page)
 
     async def healthy(_request: Request) -> Response:
         return PlainTextResponse("medic is Healthy.\n")
@@ -102,6 +121,7 @@ def create_app(
     # Also in the router: it answers these paths' other methods (405 with Allow).
     app.router.routes.extend(
         [
+            Route("/", landing, methods=["GET", "HEAD"]),
             Route("/metrics", metrics, methods=["GET", "HEAD"]),
             Route("/-/healthy", healthy, methods=["GET", "HEAD"]),
             Route("/-/ready", ready, methods=["GET", "HEAD"]),

@@ -52,7 +52,11 @@ class Accounting:
         self.in_progress = 0
 
     def started(self, attempt: RecoveryAttempt) -> None:
-        """An action starts."""
+        """An action starts: logged (journald then says why a unit restarted, before the
+        unit's own lines), and published."""
+        log.info("%s: starting %s (episode %s, rung %s, attempt %d, from %s)",
+                 attempt.failure_type, attempt.action, attempt.dedup_key or attempt.episode_id,
+                 attempt.rung, attempt.id, attempt.source)  # fmt: skip
         if self._events is not None:
             self._events.publish("attempt_started", **attempt.as_dict())
 

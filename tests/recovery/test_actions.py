@@ -93,6 +93,22 @@ def test_label_names_are_sanitised() -> None:
     assert altered == ["nul_dropped", "truncated"]
 
 
+def test_an_action_start_is_logged_with_its_episode(start_medic, caplog) -> None:
+    medic = start_medic("""
+recovery:
+  actions:
+    noop: {type: in_process}
+  failures:
+    network_error: {ladder: [noop]}
+""")
+    medic.actions.register("noop", lambda: True)
+    with caplog.at_level("INFO", logger="exporter.recovery"):
+        medic.report_failure("network_error", dedup_key="fp9@t")
+        settled(medic, 1)
+    assert any("network_error: starting noop (episode fp9@t" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+
+
 def test_altered_label_values_are_counted_from_zero(start_medic) -> None:
     medic = start_medic("recovery: {}\n")
     text = medic.exposition.render().text.decode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -130,6 +131,8 @@ def test_history_escapes_control_characters_from_action_output(tmp_path: Path) -
     out = cli_history.history(Config(data_dir=tmp_path), None, None, 10)
     assert "\x1b" not in out and "\x07" not in out and "\r" not in out and "\x9b" not in out
     assert "ok\\x1b]0;pwned\\x07\\x1b[2J" in out
+    as_json = json.loads(cli_history.history(Config(data_dir=tmp_path), None, None, 10, "json"))
+    assert as_json["total"] == 1 and as_json["attempts"][0]["detail"] == hostile
 
 
 def test_after_a_restart_the_journal_still_answers_for_keys_memory_does_not_hold(
