@@ -61,3 +61,16 @@ def recording(medic: Medic, name: str = "noop") -> list[str]:
 
     medic.actions.register(name, action)
     return ran
+
+
+def noop_medic(start_medic: Callable[[str], Medic]) -> Medic:
+    """One failure type whose only rung is an in-process action that always succeeds."""
+    medic = start_medic("""
+recovery:
+  actions:
+    noop: {type: in_process}
+  failures:
+    network_error: {ladder: [noop]}
+""")
+    medic.actions.register("noop", lambda: True)
+    return medic

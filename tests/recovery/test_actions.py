@@ -16,7 +16,7 @@ import pytest
 
 from exporter.recovery.external import BASE_ENVIRONMENT, label_environment
 from exporter.recovery.types import FailureEvent
-from tests.recovery.conftest import recording, settled
+from tests.recovery.conftest import noop_medic, recording, settled
 
 
 def _env_dumper(out: Path) -> str:
@@ -94,14 +94,7 @@ def test_label_names_are_sanitised() -> None:
 
 
 def test_an_action_start_is_logged_with_its_episode(start_medic, caplog) -> None:
-    medic = start_medic("""
-recovery:
-  actions:
-    noop: {type: in_process}
-  failures:
-    network_error: {ladder: [noop]}
-""")
-    medic.actions.register("noop", lambda: True)
+    medic = noop_medic(start_medic)
     with caplog.at_level("INFO", logger="exporter.recovery"):
         medic.report_failure("network_error", dedup_key="fp9@t")
         settled(medic, 1)

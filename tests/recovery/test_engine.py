@@ -11,7 +11,7 @@ from exporter.app import Medic
 from exporter.recovery.actions import ActionContext
 from exporter.recovery.types import ActionResult, RecoveryAttempt
 from tests.helpers import wait_until
-from tests.recovery.conftest import attempts, settled
+from tests.recovery.conftest import attempts, noop_medic, settled
 
 
 def blocker(running: threading.Event, release: threading.Event):
@@ -79,19 +79,6 @@ def pytest_approx(value: float):
     import pytest
 
     return pytest.approx(value, abs=5)
-
-
-def noop_medic(start_medic: Callable[[str], Medic]) -> Medic:
-    """One failure type whose only rung is an in-process action that always succeeds."""
-    medic = start_medic("""
-recovery:
-  actions:
-    noop: {type: in_process}
-  failures:
-    network_error: {ladder: [noop]}
-""")
-    medic.actions.register("noop", lambda: True)
-    return medic
 
 
 def test_gates_duplicate_cooldown_and_resolved(start_medic) -> None:
