@@ -19,6 +19,8 @@ import os
 import signal
 import stat
 import sys
+import threading
+import time
 from typing import Any
 
 
@@ -73,9 +75,23 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "strerror": f"unknown op {op!r}"}
 
 
-def main() -> int:
-    """Serve requests until stdin closes."""
+def watch_parent(parent: int, every: float = 1.0) -> None:
+    """Exit as soon as medic is gone (this process was re-parented), even while the main
+    thread is blocked in a killable call (a FIFO, a soft mount) that stdin's EOF cannot
+    interrupt."""
+    while True:
+        time.sleep(every)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve requests until stdin closes (or medic, --parent PID, goes away)."""
+    args = argv if argv is not None else sys.argv[1:]
+    parent = int(args[1]) if len(args) == 2 and args[0] == "--parent" else os.getppid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C to medic's group is medic's
+    # The pid medic passed, not getppid() now: medic may already be gone when this starts.
+    threading.Thread(target=watch_parent, args=(parent,), daemon=True).start()
     for line in sys.stdin:
         reply = answer(json.loads(line))
         sys.stdout.write(json.dumps(reply, separators=(",", ":")) + "\n")

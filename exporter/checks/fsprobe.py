@@ -8,6 +8,7 @@ starting helper after helper on the same hung mount.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import weakref
@@ -16,16 +17,19 @@ from typing import Any
 from exporter.checks.runner import CallStuck, CallTimeout
 from exporter.helper import WorkerDied, WorkerProcess, WorkerTimeout, let_go
 
-ARGV = [sys.executable, "-m", "exporter.fsworker"]
+
+def argv() -> list[str]:
+    """The helper's command line; it exits when this process (its parent) is gone."""
+    return [sys.executable, "-m", "exporter.fsworker", "--parent", str(os.getpid())]
 
 
 class FsHelper:
     """Requests to one check's helper process, each with a deadline."""
 
-    def __init__(self, name: str, timeout: float, argv: list[str] | None = None) -> None:
+    def __init__(self, name: str, timeout: float, command: list[str] | None = None) -> None:
         self._name = name
         self._timeout = timeout
-        self._argv = argv or ARGV
+        self._argv = command or argv()
         self._lock = threading.Lock()
         self._worker: WorkerProcess | None = None
         self._abandoned: list[WorkerProcess] = []
@@ -53,6 +57,11 @@ class FsHelper:
                     self._argv, name="filesystem helper", kind="filesystem"
                 )
                 self._started.append(self._worker)
+                if self._closed:  # close() ran while it started and may not have seen it
+                    _let_all_go([self._worker])
+                    self._started.clear()
+                    self._worker = None
+                    raise CallStuck(f"{self._name}: closed")
             worker = self._worker
             try:
                 return worker.request(message, self._timeout)
