@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import itertools
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,7 +108,7 @@ class EventHub:
         return event
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, group: _Loop) -> None:
-        delay = group.last + WAKE_EVERY - time.monotonic()
+        delay = group.last + WAKE_EVERY - self._clock.monotonic()
         if delay > 0:
             loop.call_later(delay, self._wake, group)
         else:
@@ -118,7 +117,7 @@ class EventHub:
     def _wake(self, group: _Loop) -> None:
         with self._lock:
             group.pending = False
-            group.last = time.monotonic()
+            group.last = self._clock.monotonic()
             subscribers = list(group.subscribers)
         for sub in subscribers:
             sub.wake.set()

@@ -14,7 +14,15 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.types import Receive, Scope, Send
 
-from exporter.http.asgi import ClientGone, Headers, Turns, header, read_body, respond
+from exporter.http.asgi import (
+    ClientGone,
+    Headers,
+    Turns,
+    header,
+    media_type,
+    read_body,
+    respond,
+)
 from exporter.storage.sqlite import CommitWaits
 from exporter.webhook import slicing
 from exporter.webhook.auth import Authenticator
@@ -76,10 +84,9 @@ class AlertsEndpoint:
     async def _answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers | None]:
         auth = self._auth
         if auth is not None and not auth.check(header(scope, b"authorization")):
-            challenge = f'{auth.scheme} realm="medic"'.encode()
             body = to_json({"error": "missing or wrong credentials"})
-            return 401, body, [(b"www-authenticate", challenge)]
-        media = (header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+            return 401, body, [auth.challenge]
+        media = media_type(scope)
         if media != "application/json":
             body = to_json({"error": f"expected application/json, got {media or 'nothing'}"})
             return 415, body, None

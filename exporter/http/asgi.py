@@ -41,6 +41,11 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def media_type(scope: Scope) -> str:
+    """The request's Content-Type without parameters, lower case ("" when absent)."""
+    return (header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+
+
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
     """The request body, or None as soon as it is (or is declared) larger than limit: it
     never buffers more. Raises ClientGone when the client disconnects first."""

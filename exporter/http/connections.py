@@ -46,7 +46,8 @@ class Limits:
     max_url_bytes: int = 8 * 1024
     max_body_bytes: int = 64 * 1024
     """For every path but those in body_limits."""
-    body_limits: dict[str, int] = field(default_factory=dict)
+    body_limits: dict[str, int | None] = field(default_factory=dict)
+    """Per path; None: the endpoint bounds (and counts) its own body."""
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     max_connections: int = 512
@@ -63,8 +64,6 @@ class Book:
         self._idle: dict[GuardedProtocol, None] = {}  # insertion order: longest idle first
         self._busy: set[GuardedProtocol] = set()
         self.ordinary_busy = 0
-        self.evicted = 0
-        self.refused = 0
 
     @property
     def open(self) -> int:
@@ -76,9 +75,7 @@ class Book:
         if self.open >= self.limits.max_connections:
             victim = next(iter(self._idle), None)
             if victim is None:
-                self.refused += 1
                 return False
-            self.evicted += 1
             self.forget(victim)
             victim.evict()
         self._idle[conn] = None
@@ -111,6 +108,12 @@ class Book:
         self._idle.pop(conn, None)
 
 
+HEAD_LATE = (408, "request head not received in time\n")
+BODY_LATE = (408, "request body not received in time\n")
+URL_TOO_LONG = (414, "request URL too long\n")
+HEAD_TOO_LARGE = (431, "request header fields too large\n")
+
+
 def _reply(status: int, message: str) -> bytes:
     body = message.encode()
     return b"".join([
@@ -130,7 +133,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_done = False
         self._body_bytes = 0
-        self._body_limit = self._limits.max_body_bytes
+        self._body_limit: int | None = self._limits.max_body_bytes
         self._deadline: asyncio.TimerHandle | None = None
         self._in_book = False
         self.requests: deque[bool] = deque()
@@ -144,7 +147,7 @@ class GuardedProtocol(HttpToolsProtocol):
             transport.close()
             return
         self._in_book = True
-        self._arm(self._limits.header_timeout, 408, "request head not received in time\n")
+        self._arm(self._limits.header_timeout, *HEAD_LATE)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -203,9 +206,9 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or before or self._head_done:
             return
         if len(getattr(self, "url", b"") or b"") > self._limits.max_url_bytes:
-            self._refuse(414, "request URL too long\n")
+            self._refuse(*URL_TOO_LONG)
         elif self._head_bytes > self._limits.max_header_bytes:
-            self._refuse(431, "request header fields too large\n")
+            self._refuse(*HEAD_TOO_LARGE)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -223,10 +226,10 @@ class GuardedProtocol(HttpToolsProtocol):
         declared = _content_length(self.headers)
         refusal: tuple[int, str] | None = None
         if head > self._limits.max_header_bytes:
-            refusal = (431, "request header fields too large\n")
+            refusal = HEAD_TOO_LARGE
         elif len(self.url) > self._limits.max_url_bytes:
-            refusal = (414, "request URL too long\n")
-        elif declared is not None and declared > self._body_limit:
+            refusal = URL_TOO_LONG
+        elif declared is not None and self._body_limit is not None and declared > self._body_limit:
             refusal = (413, f"request body larger than {self._body_limit} bytes\n")
         elif self._in_book and not self.book.busy(self, ordinary):
             refusal = (503, "busy: connections are reserved for /metrics and health\n")
@@ -235,7 +238,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self._with_app(_answer(*refusal), super().on_headers_complete)
             return
         super().on_headers_complete()
-        self._arm(self._limits.body_timeout, 408, "request body not received in time\n")
+        self._arm(self._limits.body_timeout, *BODY_LATE)
 
     def _with_app(self, app: Any, step: Callable[[], None]) -> None:
         """Run uvicorn's step with app answering this one request."""
@@ -247,7 +250,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
-        if self._body_bytes > self._body_limit:
+        if self._body_limit is not None and self._body_bytes > self._body_limit:
             self._refuse(413, f"request body larger than {self._body_limit} bytes\n")
             return
         super().on_body(body)
@@ -264,7 +267,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_done = False  # what arrives next is the next request's head
         super().on_response_complete()
         if not self.transport.is_closing():
-            self._arm(self._limits.header_timeout, 408, "request head not received in time\n")
+            self._arm(self._limits.header_timeout, *HEAD_LATE)
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
@@ -287,10 +290,9 @@ def _answer(status: int, message: str) -> Any:
     return app
 
 
-def protocol_class(limits: Limits) -> tuple[type[GuardedProtocol], Book]:
-    """A protocol class for one server, with its book of connections."""
-    book = Book(limits)
-    return type("MedicHttpProtocol", (GuardedProtocol,), {"book": book}), book
+def protocol_class(limits: Limits) -> type[GuardedProtocol]:
+    """A protocol class for one server, with its own book of connections."""
+    return type("MedicHttpProtocol", (GuardedProtocol,), {"book": Book(limits)})
 
 
 def descriptor_room(wanted: int) -> int:

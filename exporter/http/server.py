@@ -27,7 +27,7 @@ from exporter.http.alerts import AlertsEndpoint
 from exporter.http.api import recovery_router
 from exporter.http.asgi import HotPaths, header, respond
 from exporter.http.connections import Limits, descriptor_room, protocol_class
-from exporter.http.guard import Guard, Policy
+from exporter.http.guard import SELF_CHECKING, Guard, Policy
 from exporter.http.stream import EventsEndpoint
 from exporter.metrics.exposition import Exposition
 from exporter.version import __version__
@@ -197,7 +197,7 @@ def limits(medic: Medic) -> Limits:
         max_header_bytes=configured.max_header_bytes,
         max_url_bytes=configured.max_url_bytes,
         max_body_bytes=configured.max_body_bytes,
-        body_limits={"/api/v1/alerts": medic.config.webhook.max_body_bytes},
+        body_limits=dict.fromkeys(SELF_CHECKING),  # webhook.max_body_bytes, counted there
         header_timeout=configured.header_timeout,
         body_timeout=configured.body_timeout,
         max_connections=max(2, cap),
@@ -207,7 +207,7 @@ def limits(medic: Medic) -> Limits:
 
 def uvicorn_config(app: ASGIApp, medic: Medic, **options: Any) -> uvicorn.Config:
     """uvicorn's settings for medic: its protocol with the limits, TLS, no access log."""
-    protocol, _book = protocol_class(limits(medic))
+    protocol = protocol_class(limits(medic))
     return uvicorn.Config(
         app,
         http=protocol,

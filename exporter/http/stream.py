@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
+from pydantic_core import to_json
 from starlette.types import Receive, Scope, Send
 
-from exporter.events import Event, EventHub, Subscription
+from exporter.events import EventHub, Subscription
 from exporter.http.asgi import Turns, header, respond
 
 KEEPALIVE = 15.0
@@ -59,29 +61,44 @@ class EventsEndpoint:
             given = query["last_event_id"][0]
         return event_id(given)
 
+    @contextlib.asynccontextmanager
+    async def _subscribed(
+        self, after: int, receive: Receive, disconnect: str
+    ) -> AsyncIterator[tuple[Subscription, Gone]]:
+        """A subscription counted against the cap, with a watcher that marks the client
+        gone (and wakes the subscription) at its disconnect message."""
+        self.active += 1
+        sub = self._hub.subscribe(after)
+        gone = Gone()
+        watcher = asyncio.ensure_future(gone.watch(receive, disconnect, sub))
+        try:
+            yield sub, gone
+        except (OSError, TimeoutError):
+            pass  # gone (uvicorn's ClientDisconnected is an OSError) or stalled: it closes
+        finally:
+            watcher.cancel()
+            self._hub.unsubscribe(sub)
+            self.active -= 1
+
     # --- Server-Sent Events -------------------------------------------------------------
     async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             after = self._after(scope)
         except BadEventId as exc:
-            await respond(send, 400, f'{{"detail":"{exc}"}}'.encode(), JSON)
+            await respond(send, 400, to_json({"detail": str(exc)}), JSON)
             return
         if self.active >= self._max:
             body = b'{"detail":"too many event-stream subscribers"}'
             await respond(send, 503, body, JSON, [(b"retry-after", b"10")])
             return
-        self.active += 1
-        sub = self._hub.subscribe(after)
-        gone = Gone()
-        watcher = asyncio.ensure_future(gone.watch(receive, "http.disconnect", sub))
-        try:
+        async with self._subscribed(after, receive, "http.disconnect") as (sub, gone):
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", b"text/event-stream; charset=utf-8"),
                 (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"),
             ]})  # fmt: skip
             await self._write(send, b": medic events\n\n")
             while not gone.done:
-                chunk = await self._next_sse(sub)
+                chunk = self._hub.read_sse(sub) if await self._wait(sub) else b""
                 if chunk is None:
                     break  # too slow: the client resumes with Last-Event-ID
                 # Woken together, subscribers write a few per loop turn: a scrape that
@@ -93,12 +110,6 @@ class EventsEndpoint:
             with contextlib.suppress(OSError, TimeoutError):
                 async with asyncio.timeout(1):
                     await send({"type": "http.response.body", "body": b""})
-        except (OSError, TimeoutError):
-            pass  # gone or stalled: its connection closes
-        finally:
-            watcher.cancel()
-            self._hub.unsubscribe(sub)
-            self.active -= 1
 
     async def _write(self, send: Send, chunk: bytes) -> None:
         # asyncio.timeout, not wait_for: no task per write (a hundred subscribers write
@@ -106,14 +117,9 @@ class EventsEndpoint:
         async with asyncio.timeout(WRITE_TIMEOUT):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-    async def _next_sse(self, sub: Subscription) -> bytes | None:
-        """As _next, framed (b"": keep-alive), the bytes shared by subscribers alike."""
-        if not await self._wait(sub):
-            return b""
-        return self._hub.read_sse(sub)
-
     async def _wait(self, sub: Subscription) -> bool:
-        """Until something is new for sub (True) or KEEPALIVE passes (False)."""
+        """Until something is new for sub, or it is cut, or its client is gone (its
+        watcher wakes it): True; False after KEEPALIVE seconds of nothing."""
         if self._hub.pending(sub):
             return True
         sub.wake.clear()
@@ -125,13 +131,6 @@ class EventsEndpoint:
         except TimeoutError:
             return False
         return True
-
-    async def _next(self, sub: Subscription) -> list[Event] | None:
-        """New events, [] after KEEPALIVE seconds without any (or once the client is
-        gone: its watcher wakes the subscription), None when cut."""
-        if not await self._wait(sub):
-            return []
-        return self._hub.read(sub)
 
     # --- WebSocket ----------------------------------------------------------------------
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -146,14 +145,10 @@ class EventsEndpoint:
         if self.active >= self._max:
             await send({"type": "websocket.close", "code": 1013})  # try again later
             return
-        self.active += 1
-        sub = self._hub.subscribe(after)
-        gone = Gone()
-        watcher = asyncio.ensure_future(gone.watch(receive, "websocket.disconnect", sub))
-        try:
+        async with self._subscribed(after, receive, "websocket.disconnect") as (sub, gone):
             await send({"type": "websocket.accept"})
             while not gone.done:
-                events = await self._next(sub)
+                events = self._hub.read(sub) if await self._wait(sub) else []
                 if events is None:
                     await send({"type": "websocket.close", "code": 1008,
                                 "reason": "too slow; resume with last_event_id"})  # fmt: skip
@@ -164,15 +159,6 @@ class EventsEndpoint:
                         break
                     async with asyncio.timeout(WRITE_TIMEOUT):
                         await send({"type": "websocket.send", "text": event.message()})
-        except (OSError, TimeoutError):
-            pass
-        except Exception as exc:  # the client went away mid-send
-            if type(exc).__name__ != "ClientDisconnected":
-                raise
-        finally:
-            watcher.cancel()
-            self._hub.unsubscribe(sub)
-            self.active -= 1
 
 
 class Gone:

@@ -52,11 +52,10 @@ class Forgotten:
     def __contains__(self, key: str) -> bool:
         return key in self._current or (self._previous is not None and key in self._previous)
 
+    def __bool__(self) -> bool:
+        """Whether any key was added (an empty filter answers "no" without hashing)."""
+        return self._current.count > 0 or self._previous is not None
+
     def clear(self) -> None:
         """The journal forgot them too (reset)."""
         self._current, self._previous = _Bits(self._capacity), None
-
-    @property
-    def nbytes(self) -> int:
-        """Memory the filter holds."""
-        return len(self._current.bits) + (len(self._previous.bits) if self._previous else 0)

@@ -64,10 +64,9 @@ class Claims:
         self._open: dict[str, Episode] = {}
         self._closed: OrderedDict[str, str] = OrderedDict()
         """The newest closed keys, oldest first."""
-        self._spilled = False
-        """Whether closed keys exist that only the journal knows."""
         self._forgot = Forgotten(max_episodes)
-        """Those keys, roughly (a Bloom filter: "maybe" or a certain "no")."""
+        """Closed keys that only the journal knows, roughly (a Bloom filter: "maybe" or a
+        certain "no"; empty while memory has forgotten nothing)."""
         self._unconfirmed: dict[str, Episode] = {}
         """Closed episodes whose claim has not committed yet: duplicates wait for it."""
         self.queued = 0
@@ -79,7 +78,6 @@ class Claims:
             self._closed = OrderedDict(opened.closed)
             for key in opened.older:  # in the journal, beyond what memory keeps
                 self._forgot.add(key)
-                self._spilled = True
             self._spill()
             for episode in opened.episodes:
                 if episode.key is not None:
@@ -94,7 +92,7 @@ class Claims:
             return Claim("journal_down", detail="the recovery journal is unavailable")
         key = event.dedup_key
         stored = None
-        if key is not None and self._spilled and self._forgotten(key):
+        if key is not None and self._forgotten(key):
             # Asked outside the lock: a read waits for the disk and the GIL, and every
             # other claim, close and commit callback would queue behind it.
             stored = self._journal.closed_state(key)
@@ -144,14 +142,13 @@ class Claims:
         while len(self._closed) > self._kept:
             key, _ = self._closed.popitem(last=False)
             self._forgot.add(key)
-            self._spilled = True
 
     def _forgotten(self, key: str) -> bool:
         """Whether memory let go of the key while the journal may still hold it (a
         lock-free first look: dict reads are atomic; checked again under the lock)."""
-        if key in self._open or key in self._unconfirmed or key in self._closed:
+        if not self._forgot or key in self._open or key in self._unconfirmed:
             return False
-        return key in self._forgot
+        return key not in self._closed and key in self._forgot
 
     @property
     def closed_in_memory(self) -> int:
@@ -220,7 +217,7 @@ class Claims:
         when its next rung will not start, ("running", episode) when a rung already runs
         (it finishes), ("closed", None) otherwise."""
         stored = None
-        if self._spilled and self._forgotten(key):
+        if self._forgotten(key):
             stored = self._journal.closed_state(key)  # outside the lock (see claim)
         with self.lock:
             episode = self._open.get(key)
@@ -242,8 +239,7 @@ class Claims:
         with self.lock:
             self._closed.clear()
             self._unconfirmed.clear()
-            self._spilled = False  # the journal forgets them too (Journal.reset)
-            self._forgot.clear()
+            self._forgot.clear()  # the journal forgets them too (Journal.reset)
 
 
 def _pending(future: Future[bool] | None) -> Future[bool] | None:

@@ -46,6 +46,11 @@ class Authenticator:
             pair = config.basic.username.encode() + b":" + read_secret(config.basic.password)
             self._pair = pair
 
+    @property
+    def challenge(self) -> tuple[bytes, bytes]:
+        """The WWW-Authenticate header a refusal carries."""
+        return b"www-authenticate", f'{self.scheme} realm="medic"'.encode()
+
     def check(self, header: str | None) -> bool:
         """True when the header carries the configured credentials."""
         if not header:

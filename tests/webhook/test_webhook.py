@@ -129,12 +129,15 @@ def test_content_type_size_and_method(webhook_medic: tuple[Medic, str]) -> None:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         sock.sendall(
-            b"POST /api/v1/alerts HTTP/1.1\r\nHost: x\r\n"
+            b"POST /api/v1/alerts HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: application/json\r\nContent-Length: 10485760\r\n\r\n"
         )
         assert sock.recv(4096).startswith(b"HTTP/1.1 413")
     assert httpx.get(f"{url}/api/v1/alerts").status_code == 405
     assert httpx.put(f"{url}/api/v1/alerts", content=b"{}").status_code == 405
+    # The webhook answers these itself (not the guard or the connection layer): counted.
+    wait_for_metric(url, "medic_webhook_requests_total", 1, code="415")
+    wait_for_metric(url, "medic_webhook_requests_total", 2, code="413")
 
 
 def authed_medic(tmp_path: Path, auth: str) -> Medic:
