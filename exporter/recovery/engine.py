@@ -393,7 +393,7 @@ class RecoveryEngine:
         retention = self.config.retention
         while True:
             await run_in_daemon_thread(
-                lambda: self._journal.prune(retention.max_age, retention.max_count)
+                lambda: self._journal.prune(retention.max_age)
             )
             await asyncio.sleep(PRUNE_EVERY)
 

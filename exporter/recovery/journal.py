@@ -338,7 +338,11 @@ class Journal:
         with self._lock:
             beyond = self._next_attempt - 1 - self._max_attempts
         if beyond > 0:
-            self.db.write("DELETE FROM recovery_attempts WHERE id <= ?", (beyond,))
+            # Never a rung still in flight: a restart adopts or resumes it from its row.
+            self.db.write(
+                "DELETE FROM recovery_attempts WHERE id <= ? AND outcome != 'running'",
+                (beyond,),
+            )
 
     def _trim_episodes(self) -> None:
         """Closed episodes beyond the newest max_episodes, every PRUNE_STEP closings (open
@@ -356,16 +360,15 @@ class Journal:
                 (beyond,),
             )
 
-    def prune(self, max_age: float, max_count: int) -> None:
-        """Drop attempts and closed episodes older than max_age, attempts beyond max_count."""
+    def prune(self, max_age: float) -> None:
+        """Drop finished attempts and closed episodes older than max_age (the count bounds
+        are kept as records are written: see _trim_attempts and _trim_episodes)."""
         if self.db is None:
             return
         horizon = self._clock.time() - max_age
-        self.db.write("DELETE FROM recovery_attempts WHERE started < ?", (horizon,))
         self.db.write(
-            "DELETE FROM recovery_attempts WHERE id <= "
-            "(SELECT id FROM recovery_attempts ORDER BY id DESC LIMIT 1 OFFSET ?)",
-            (max_count,),
+            "DELETE FROM recovery_attempts WHERE started < ? AND outcome != 'running'",
+            (horizon,),
         )
         self.db.write(
             f"DELETE FROM recovery_episodes WHERE updated < ? AND state NOT IN {_OPEN}",  # noqa: S608

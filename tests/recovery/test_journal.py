@@ -21,21 +21,44 @@ def record(journal: Journal, started: float) -> None:
                                    Outcome.SUCCEEDED, ended=started))  # fmt: skip
 
 
-def test_retention_by_age_and_by_count(tmp_path: Path) -> None:
+def test_retention_by_age_and_by_count(tmp_path: Path, monkeypatch) -> None:
+    from exporter.recovery import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "PRUNE_STEP", 1)  # trim at every new attempt
     clock = FakeClock()
     db = Database(tmp_path / "medic.db")
-    journal = Journal(db, clock)
+    journal = Journal(db, clock, max_attempts=2)
     journal.open()
     now = clock.time()
     for age in (40 * 86400, 31 * 86400, 3600, 60, 1):
         record(journal, now - age)
     journal.tombstone("old")
-    journal.prune(max_age=30 * 86400, max_count=2)
+    journal.prune(max_age=30 * 86400)
     db.flush()
     _, total = journal.attempts()
     assert total == 2
     starts = sorted(row[0] for row in db.query("SELECT started FROM recovery_attempts"))
     assert starts == [now - 60, now - 1]  # the newest two of those within 30 days
+    db.close()
+
+
+def test_retention_never_drops_a_rung_still_in_flight(tmp_path: Path, monkeypatch) -> None:
+    from exporter.recovery import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "PRUNE_STEP", 1)
+    clock = FakeClock()
+    db = Database(tmp_path / "medic.db")
+    journal = Journal(db, clock, max_attempts=3)
+    journal.open()
+    journal.record(
+        RecoveryAttempt(0, "network_error", "restart", "alert", clock.time() - 40 * 86400)
+    )
+    for n in range(20):  # a flood of later attempts, and an age beyond max_age
+        record(journal, clock.time() - n)
+    journal.prune(max_age=30 * 86400)
+    db.flush()
+    outcomes = [row[0] for row in db.query("SELECT outcome FROM recovery_attempts ORDER BY id")]
+    assert outcomes == ["running", "succeeded", "succeeded", "succeeded"]  # a restart needs it
     db.close()
 
 
