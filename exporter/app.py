@@ -120,9 +120,9 @@ class Medic:
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.registry.register(ExporterCollector(__version__, abandoned=released_by_kind))
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds ...:
-        # what Prometheus users look for first about an exporter itself.
+        # what Prometheus users look for first about an exporter itself (kept fresh by the
+        # render loop's PROCESS_REFRESH watch below).
         ProcessCollector(registry=self.registry)
-        # (the render loop re-renders at least every PROCESS_REFRESH s to keep them fresh)
         self.registry.register(HealthCollector(self.health))
         self.exposition = Exposition(self.registry, self.clock)
         self.render_loop = RenderLoop(self.exposition)

@@ -31,13 +31,12 @@ class FsHelper:
         self._timeout = timeout
         self._argv = command or argv()
         self._lock = threading.Lock()
-        self._worker: WorkerProcess | None = None
+        self._current: list[WorkerProcess] = []
+        """The helper in use (none or one). A list the finalizer holds: a check dropped
+        without close() (a Medic never stopped) still lets its helper go."""
         self._abandoned: list[WorkerProcess] = []
         self._closed = False
-        # A check dropped without close() (a Medic never stopped) still lets its helper go:
-        # it is reaped, never left to warn "subprocess is still running".
-        self._started: list[WorkerProcess] = []
-        weakref.finalize(self, _let_all_go, self._started)
+        weakref.finalize(self, _let_all_go, self._current)
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """The helper's answer; CallTimeout when it does not come in time, CallStuck while
@@ -46,55 +45,50 @@ class FsHelper:
             self._abandoned = [w for w in self._abandoned if w.alive()]
             if self._abandoned:
                 raise CallStuck(f"{self._name}: the last probe is still blocked in the kernel")
-            if self._closed:
-                raise CallStuck(f"{self._name}: closed")
-            if self._worker is not None and not self._worker.alive():
-                self._started.remove(self._worker)
-                let_go(self._worker)  # reaped there, its pipes closed
-                self._worker = None
-            if self._worker is None:
-                self._worker = WorkerProcess(
-                    self._argv, name="filesystem helper", kind="filesystem"
+            if self._current and not self._current[0].alive():
+                let_go(self._current.pop())  # reaped there, its pipes closed
+            if not self._current and not self._closed:
+                self._current.append(
+                    WorkerProcess(self._argv, name="filesystem helper", kind="filesystem")
                 )
-                self._started.append(self._worker)
-                if self._closed:  # close() ran while it started and may not have seen it
-                    _let_all_go([self._worker])
-                    self._started.clear()
-                    self._worker = None
-                    raise CallStuck(f"{self._name}: closed")
-            worker = self._worker
+            worker = self._current[0] if self._current else None
+            if self._closed or worker is None:  # also when close() ran meanwhile
+                _let_all_go(self._current)
+                raise CallStuck(f"{self._name}: closed")
             try:
                 return worker.request(message, self._timeout)
             except WorkerTimeout:
-                self._worker = None
                 self._abandoned.append(worker)
-                self._started.remove(worker)
-                worker.kill()
-                let_go(worker)
+                self._forget(worker)
                 raise CallTimeout(
                     f"{message.get('path')}: no answer within {self._timeout:g}s (hung mount?)"
                 ) from None
             except WorkerDied:
-                self._worker = None
-                self._started.remove(worker)
-                let_go(worker)
+                self._forget(worker)
                 raise
+
+    def _forget(self, worker: WorkerProcess) -> None:
+        """Kill and let go of the helper in use (close() may have done it already)."""
+        if worker in self._current:
+            self._current.remove(worker)
+            _let_all_go([worker])
 
     def stuck(self) -> bool:
         """True while an abandoned helper has not exited (lock-free: read while rendering)."""
         return any(w.alive() for w in list(self._abandoned))
 
     def close(self) -> None:
-        """Kill every helper; none is waited for."""
+        """Kill every helper; none is waited for (not under the lock: a request holds it
+        for up to its timeout)."""
         self._closed = True
-        worker, self._worker = self._worker, None
-        for each in [*self._abandoned, *([worker] if worker else [])]:
-            each.kill()
-            let_go(each)
-        self._started.clear()
+        for worker in list(self._abandoned):  # let go of already: only the signal again
+            worker.kill()
+        _let_all_go(self._current)
 
 
 def _let_all_go(workers: list[WorkerProcess]) -> None:
-    for worker in workers:
+    """SIGKILL and let go of each (emptying the list)."""
+    while workers:
+        worker = workers.pop()
         worker.kill()
         let_go(worker)

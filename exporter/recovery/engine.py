@@ -392,9 +392,7 @@ class RecoveryEngine:
     async def _prune_periodically(self) -> None:
         retention = self.config.retention
         while True:
-            await run_in_daemon_thread(
-                lambda: self._journal.prune(retention.max_age)
-            )
+            await run_in_daemon_thread(lambda: self._journal.prune(retention.max_age))
             await asyncio.sleep(PRUNE_EVERY)
 
     # --- bookkeeping --------------------------------------------------------------------
