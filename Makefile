@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+STACK_BIN := .stack/root/usr/bin
 
 .PHONY: run test lint typecheck shipped unit stack demo example bench clean venv venv-test venv-bench
 
@@ -16,9 +17,12 @@ venv-test:
 run: venv
 	$(VENV)/bin/medic run $(ARGS)
 
-## Everything CI runs: lint, type checks, the whole test suite.
-test: venv-test
-	$(MAKE) --no-print-directory lint typecheck shipped unit
+## Everything CI runs: lint, type checks, the whole test suite; then a check that the host's
+## services, policy-rc.d and the checkout's git status are as they were before it.
+test:
+	@before=$$(mktemp); trap 'rm -f "$$before"' EXIT; scripts/host-state.sh >"$$before"; \
+	$(MAKE) --no-print-directory venv-test lint typecheck shipped unit \
+	&& scripts/host-state.sh "$$before"
 
 lint: venv-test
 	$(VENV)/bin/ruff check exporter tests bench grafana scripts examples
@@ -28,14 +32,13 @@ typecheck: venv-test
 	$(VENV)/bin/mypy
 
 unit: venv-test stack
-	@scripts/install-test-libs.sh
 	$(VENV)/bin/pytest -q
 
 ## The shipped rules, their unit tests, and the example configs, checked by the real tools.
 shipped: venv stack
-	promtool check rules alerts/medic.rules.yml
-	promtool test rules alerts/tests/medic.rules.test.yml
-	amtool check-config alerts/alertmanager.yml
+	$(STACK_BIN)/promtool check rules alerts/medic.rules.yml
+	$(STACK_BIN)/promtool test rules alerts/tests/medic.rules.test.yml
+	$(STACK_BIN)/amtool check-config alerts/alertmanager.yml
 	MEDIC_DATA_DIR=$$(mktemp -d) $(VENV)/bin/medic check-config deploy/medic.yml
 
 ## Prometheus, Alertmanager and medic on this machine; watch an alert get remediated.
@@ -46,9 +49,9 @@ demo: venv-test stack
 example: venv-test
 	$(PY) -m examples.inference_service $(ARGS)
 
-## Debian's Prometheus and Alertmanager for the end-to-end tests (installed when missing).
+## Debian's Prometheus, Alertmanager and libfuse3, unpacked into .stack/ (not installed).
 stack:
-	@scripts/install-prometheus-stack.sh
+	@scripts/fetch-stack.sh
 
 ## Benchmarks; figures go to BENCHMARKS.md by hand, with the command that made them.
 venv-bench:
@@ -66,4 +69,4 @@ bench: venv-bench stack
 	$(PY) -m bench.pull
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

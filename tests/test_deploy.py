@@ -20,6 +20,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.e2e.stack import require
 from tests.helpers import MedicProcess
 
 ROOT = Path(__file__).parents[1]
@@ -108,7 +109,7 @@ def test_prometheusrule_carries_the_shipped_rules(tmp_path: Path) -> None:
     shipped = yaml.safe_load((ROOT / "alerts" / "medic.rules.yml").read_text())
     assert rule["spec"] == shipped
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rule["spec"]))
-    promtool = subprocess.run(["promtool", "check", "rules", str(tmp_path / "rules.yml")],
+    promtool = subprocess.run([require("promtool"), "check", "rules", str(tmp_path / "rules.yml")],
                               capture_output=True, text=True, check=False)  # fmt: skip
     assert promtool.returncode == 0, promtool.stdout + promtool.stderr
 

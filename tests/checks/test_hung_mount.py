@@ -15,9 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.stack import STACK_ROOT
 from tests.helpers import MedicProcess, wait_until
 
 HUNGFS = Path(__file__).parents[1] / "fixtures" / "fuse" / "hungfs.py"
+# scripts/fetch-stack.sh unpacks Debian's libfuse3 into the project (nothing installed on the
+# host); mfusepy (here and in the fixture's process) loads it from FUSE_LIBRARY_PATH.
+LIBFUSE = STACK_ROOT / "lib" / "x86_64-linux-gnu" / "libfuse3.so.3"
+if LIBFUSE.is_file():
+    os.environ.setdefault("FUSE_LIBRARY_PATH", str(LIBFUSE))
 
 
 def fuse_missing() -> str | None:

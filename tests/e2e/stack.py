@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -14,7 +15,12 @@ import httpx
 
 from tests.helpers import wait_until
 
-INSTALL_HINT = "run scripts/install-prometheus-stack.sh (make test does it)"
+INSTALL_HINT = "run scripts/fetch-stack.sh (make test does it)"
+# scripts/fetch-stack.sh unpacks Debian's packages here; nothing is installed on the host.
+STACK_ROOT = Path(os.environ.get("MEDIC_STACK", Path(__file__).parents[2] / ".stack")) / "root"
+# Debian's Alertmanager 0.25 reads its default template from this compiled-in path (no flag
+# moves it); without the file it never becomes ready.
+TEMPLATE = Path("/usr/share/prometheus/alertmanager/default.tmpl")
 
 
 def free_port() -> int:
@@ -24,10 +30,31 @@ def free_port() -> int:
 
 
 def require(binary: str) -> str:
+    """The project-local tool from .stack/, else one on PATH."""
+    local = STACK_ROOT / "usr" / "bin" / binary
+    if local.is_file():
+        return str(local)
     path = shutil.which(binary)
     if path is None:
         raise RuntimeError(f"{binary} is not installed; {INSTALL_HINT}")
     return path
+
+
+def alertmanager_argv() -> list[str]:
+    """How to start Alertmanager so that it finds its default template.
+
+    When the host has no /usr/share/prometheus/alertmanager (no Debian package installed),
+    it runs in a private mount namespace where the unpacked package's /usr/share lies over
+    the host's: the host's filesystem is not touched and the overlay ends with the process
+    (`unshare` and `sh` exec, so the PID is Alertmanager's own).
+    """
+    binary = require("prometheus-alertmanager")
+    share = STACK_ROOT / "usr" / "share"
+    if TEMPLATE.is_file() or not (share / "prometheus" / "alertmanager").is_dir():
+        return [binary]
+    as_root = [] if os.geteuid() == 0 else ["--map-root-user"]
+    script = 'mount -t overlay overlay -o "lowerdir=$0:/usr/share" /usr/share && exec "$@"'
+    return ["unshare", "--mount", *as_root, "--", "sh", "-c", script, str(share), binary]
 
 
 class Daemon:
@@ -84,7 +111,7 @@ class Alertmanager(Daemon):
             check=True, capture_output=True, timeout=30,
         )  # fmt: skip
         argv = [
-            require("prometheus-alertmanager"),
+            *alertmanager_argv(),
             f"--config.file={workdir / f'{name}.yml'}",
             f"--storage.path={workdir / f'{name}-data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
