@@ -204,3 +204,29 @@ def test_listening_socket_is_tcp_so_asyncio_sets_nodelay() -> None:
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+def test_counters_the_alert_rules_use_exist_at_0_before_their_first_event(tmp_path: Path) -> None:
+    # A series born at its first count reads 0 in increase(): MedicRecoveryExhausted and
+    # MedicRecoveryFailing would miss the first time (alerts/medic.rules.yml, issue 14).
+    text = f"""
+data_dir: {tmp_path / "data"}
+recovery:
+  actions:
+    restart: {{type: command, argv: ["true"]}}
+  failures:
+    vram_exhaustion: {{ladder: [clear_gpu_cache, restart]}}
+    network_error: {{ladder: [restart]}}
+"""
+    with serving(Medic(parse_config(text, env={}))) as base:
+        wait_until(lambda: httpx.get(f"{base}/-/ready").status_code == 200, what="ready")
+        body = scrape(base).text
+    expected = [("vram_exhaustion", "ladder", o) for o in ("exhausted", "interrupted")]
+    expected += [("network_error", "ladder", o) for o in ("exhausted", "interrupted")]
+    expected += [("vram_exhaustion", a, o) for a in ("clear_gpu_cache", "restart")
+                 for o in ("failed", "timeout")]  # fmt: skip
+    expected += [("network_error", "restart", o) for o in ("failed", "timeout")]
+    for failure_type, action, outcome in expected:
+        found = value(body, "medic_recovery_attempts_total", failure_type=failure_type,
+                      action=action, outcome=outcome)  # fmt: skip
+        assert found == 0, (failure_type, action, outcome, found)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from exporter.events import EventHub
@@ -23,6 +23,9 @@ RESUMED = ("requeued", "continued", "adopted", "finished_while_down", "never_ran
 """What a start did with each open episode it found (see resume.py)."""
 ALERTED = (Outcome.EXHAUSTED, Outcome.INTERRUPTED)
 """Ladder outcomes that page a person: their series exist at 0 per failure type."""
+FAILING = (Outcome.FAILED, Outcome.TIMEOUT)
+"""Rung outcomes MedicRecoveryFailing counts: their series exist at 0 per configured rung
+(a counter born at its first count reads one low in increase())."""
 
 
 LABEL_CHANGES = ("nul_dropped", "truncated")
@@ -35,16 +38,21 @@ class Accounting:
 
     def __init__(
         self,
-        failure_types: Iterable[str],
+        ladders: Mapping[str, Iterable[str]],
         events: EventHub | None,
         on_change: Callable[[], None],
     ) -> None:
+        """`ladders` maps each configured failure type to its rungs' action names."""
         self._lock = threading.Lock()
         self._events = events
         self._on_change = on_change
         self.attempts: dict[tuple[str, str, str], int] = {
-            (ft, LADDER, outcome.value): 0 for ft in failure_types for outcome in ALERTED
+            (ft, LADDER, outcome.value): 0 for ft in ladders for outcome in ALERTED
         }
+        for ft, actions in ladders.items():
+            for action in actions:
+                for outcome in FAILING:
+                    self.attempts[(ft, action, outcome.value)] = 0
         self.results: dict[str, int] = {}
         self.resumed: dict[str, int] = dict.fromkeys(RESUMED, 0)
         self.labels_altered: dict[str, int] = dict.fromkeys(LABEL_CHANGES, 0)

@@ -123,7 +123,11 @@ class RecoveryEngine:
         self.version = 0
         """Bumped on every change the metrics show; the render loop polls it."""
         self._idle = threading.Condition()
-        self.accounting = Accounting(config.failures, events, self._changed)
+        self.accounting = Accounting(
+            {ft: [rung.action for rung in spec.ladder] for ft, spec in config.failures.items()},
+            events,
+            self._changed,
+        )
         self.claims = Claims(
             journal, clock, config.queue_size, max_episodes=config.retention.max_episodes
         )
