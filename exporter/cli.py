@@ -9,7 +9,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-from exporter.config import Config, ConfigError, is_loopback, load_config, split_listen, summarize
+from exporter.config import (
+    Config,
+    ConfigError,
+    Problem,
+    inspect_config,
+    is_loopback,
+    load_config,
+    read_config_text,
+    split_listen,
+    summarize,
+)
 from exporter.version import __version__
 
 log = logging.getLogger("medic")
@@ -35,8 +45,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve the webhook on a non-loopback address without authentication",
     )
-    check = commands.add_parser("check-config", help="validate a config file and summarise it")
+    check = commands.add_parser(
+        "check-config",
+        help="validate a config file (schema, references, the files it names) and summarise it",
+    )
     check.add_argument("file", metavar="FILE")
+    check.add_argument(
+        "--schema-only", action="store_true",
+        help="skip reading the secret and TLS files it names (e.g. on a build machine)",
+    )  # fmt: skip
     commands.add_parser("version", help="print medic's version")
     hist = commands.add_parser("history", help="recovery attempts from the journal")
     hist.add_argument("--since", metavar="DURATION", help="only the last DURATION, e.g. 1h")
@@ -67,8 +84,11 @@ def _run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if args.listen:
         env["MEDIC_LISTEN"] = args.listen
-    config = load_config(args.config, env)
+    notes: list[Problem] = []
+    config = load_config(args.config, env, notes)
     _setup_logging(config.log_level)
+    for note in notes:
+        log.warning("%s", note.render(args.config))
 
     # Heavy imports only for `run`: check-config and version stay quick.
     from exporter.app import Medic  # noqa: PLC0415
@@ -148,6 +168,22 @@ def _tune_runtime() -> None:
     sys.setswitchinterval(0.001)
 
 
+def _check_config(path: str, files: bool) -> int:
+    """Every problem of the file in one run (schema, references, files), then warnings."""
+    inspection = inspect_config(read_config_text(path), path, os.environ, files=files)
+    for problem in inspection.problems:
+        print(problem.render(path), file=sys.stderr)
+    for warning in inspection.warnings:
+        print(f"warning: {warning.render(path)}", file=sys.stderr)
+    if inspection.config is None:
+        count = len(inspection.problems)
+        print(f"{path}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+        return 1
+    print(f"{path}: OK")
+    print(summarize(inspection.config))
+    return 0
+
+
 def _journal_command(args: argparse.Namespace) -> int:
     from exporter import cli_history  # noqa: PLC0415 - keeps `medic version` quick
 
@@ -176,10 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("history", "stats"):
             return _journal_command(args)
         if args.command == "check-config":
-            config = load_config(args.file)
-            print(f"{args.file}: OK")
-            print(summarize(config))
-            return 0
+            return _check_config(args.file, files=not args.schema_only)
         return _run(args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)

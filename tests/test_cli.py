@@ -50,11 +50,54 @@ def test_check_config_valid_prints_a_summary(capsys: pytest.CaptureFixture[str])
     assert "checks: 4" in out
 
 
+def test_check_config_prints_one_problem_of_each_kind_in_one_run() -> None:
+    # Schema, cross-references (which pydantic skips once a section fails its schema), the
+    # field's own rule for a URL, and a secret file medic run could not read.
+    path = FIXTURES / "one_of_each.yml"
+    result = medic("check-config", str(path))
+    assert result.returncode == 1 and result.stdout == ""
+    *lines, total = result.stderr.strip().splitlines()
+    assert total == f"{path}: 7 problems"
+    expected = [
+        ":4: server.auth.bearer_token.file: cannot read /nonexistent/medic/token: No such file",
+        ":6: checks[0].interval: invalid duration '-1s'",
+        ":7: checks[1].name: 'model' is also the name of checks[0]",
+        ":10: recovery.actions.notify.url: must be an http:// or https:// URL",
+        ":13: recovery.failures.vram_exhaustion.verify[0]: no check named 'no_such_check'",
+        ":14: recovery.failures.vram_exhaustion.ladder[1].action: unknown action 'no_such_action'",
+        ":17: webhook.routes[0].failure_type: 'network_error' has no ladder",
+        # valid, probably not meant: a warning
+        f"warning: {path}:7: checks[1].path: relative path 'models' is resolved against",
+    ]
+    assert len(lines) == len(expected), lines
+    for line, want in zip(lines, expected, strict=True):
+        assert line.startswith(want if want.startswith("warning") else f"{path}{want}"), line
+
+
+def test_check_config_schema_only_skips_the_files(tmp_path: Path) -> None:
+    path = tmp_path / "medic.yml"
+    path.write_text("server:\n  auth: {bearer_token: {file: /nonexistent/token}}\n")
+    assert medic("check-config", str(path)).returncode == 1
+    assert medic("check-config", "--schema-only", str(path)).returncode == 0
+    (tmp_path / "token").write_text("\n")
+    path.write_text(f"server:\n  auth: {{bearer_token: {{file: {tmp_path / 'token'}}}}}\n")
+    result = medic("check-config", str(path))
+    assert result.returncode == 1 and f"secret file {tmp_path / 'token'} is empty" in result.stderr
+
+
+def test_an_empty_config_file_is_warned_about(tmp_path: Path) -> None:
+    path = tmp_path / "medic.yml"
+    path.write_text("# nothing yet\n")
+    result = medic("check-config", str(path))
+    assert result.returncode == 0
+    assert f"warning: {path}: the file has no settings: medic would run no checks" in result.stderr
+
+
 def test_check_config_invalid_lists_every_problem_and_exits_1() -> None:
     result = medic("check-config", str(FIXTURES / "many_problems.yml"))
     assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 6
+    *lines, total = result.stderr.strip().splitlines()
+    assert len(lines) == 6 and total == f"{FIXTURES / 'many_problems.yml'}: 6 problems"
     assert all(line.startswith(str(FIXTURES / "many_problems.yml:")) for line in lines)
     assert "Traceback" not in result.stderr and result.stdout == ""
 

@@ -55,7 +55,7 @@ def test_valid_file_loads_every_check_type() -> None:
         ),
         (
             "duplicate_name.yml",
-            "duplicate_name.yml:1: checks: name 'disk' is used by checks[0] and checks[1]",
+            "duplicate_name.yml:3: checks[1].name: 'disk' is also the name of checks[0]",
         ),
         ("duplicate_key.yml", "duplicate_key.yml:2: log_level: duplicate key"),
         ("invalid_yaml.yml", "invalid_yaml.yml:4: invalid YAML"),
@@ -213,6 +213,7 @@ def test_unset_variables_are_reported_with_their_line(tmp_path: Path) -> None:
         "(write ${MEDIC_TEST_UNSET:-default} to give a default)",
         f"{path}:4: data_dir: invalid reference ${{bad name}}; write ${{NAME}} or "
         "${NAME:-default}",
+        f"{path}: 2 problems",
     ], out.stderr
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from exporter.config import preflight, references
 from exporter.config.base import default_data_dir, is_loopback, split_listen
 from exporter.config.checks import (
     CheckConfig,
@@ -19,7 +21,7 @@ from exporter.config.checks import (
     PathCheckConfig,
     TorchCheckConfig,
 )
-from exporter.config.errors import ConfigError, Problem, problems_from
+from exporter.config.errors import ConfigError, Problem, located, problems_from
 from exporter.config.interpolate import construct, interpolate
 from exporter.config.models import BreakerConfig, Config
 from exporter.config.server import ServerConfig
@@ -33,14 +35,17 @@ __all__ = [
     "DiskCheckConfig",
     "GpuCheckConfig",
     "HostMemoryCheckConfig",
+    "Inspection",
     "PathCheckConfig",
     "Problem",
     "ServerConfig",
     "TorchCheckConfig",
     "default_config",
+    "inspect_config",
     "is_loopback",
     "load_config",
     "parse_config",
+    "read_config_text",
     "split_listen",
     "summarize",
 ]
@@ -97,13 +102,24 @@ def _duplicate_keys(node: yaml.Node | None, loc: str = "") -> list[Problem]:
     return problems
 
 
-def parse_config(
-    text: str, source: str | None = None, env: Mapping[str, str] | None = None
-) -> Config:
-    """Validate YAML text; raise ConfigError listing every problem found.
+@dataclass
+class Inspection:
+    """What reading a config found: the config (None when unusable), every problem, and
+    warnings about things that are valid but probably not meant."""
 
-    `${VAR}` and `${VAR:-default}` in values are taken from env (default: os.environ).
-    """
+    config: Config | None
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+
+def inspect_config(
+    text: str,
+    source: str | None = None,
+    env: Mapping[str, str] | None = None,
+    files: bool = False,
+) -> Inspection:
+    """Validate YAML text and report everything at once: schema, the checks between
+    sections and, with `files`, the secret and TLS files `medic run` will need to read."""
     env = os.environ if env is None else env
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -113,23 +129,46 @@ def parse_config(
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Problem("", f"invalid YAML: {reason}", line)], source) from None
+        return Inspection(None, [Problem("", f"invalid YAML: {reason}", line)])
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError([Problem("", "the top level must be a mapping of keys", 1)], source)
+        return Inspection(None, [Problem("", "the top level must be a mapping of keys", 1)])
     origin = _apply_env(data, env)
+    config: Config | None = None
+    unfilled = {p.location for p in problems}
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         # A value whose reference could not be filled in is reported once, as such.
-        unfilled = {p.location for p in problems}
         problems += [
             p for p in problems_from(exc, data, root, Config, origin) if p.location not in unfilled
         ]
-    if problems:
-        raise ConfigError(problems, source)
-    return config
+        # A section that failed its schema stops pydantic before the checks between
+        # sections: run them on the data, so every problem comes out in this one run.
+        seen = {(p.location, p.message) for p in problems}
+        for loc, message in references.everything(data):
+            problem = located(loc, message, root)
+            if (problem.location, problem.message) not in seen and problem.location not in unfilled:
+                seen.add((problem.location, problem.message))
+                problems.append(problem)
+    found = preflight.inspect(data, root, env, files=files, empty=root is None)
+    problems += found.problems
+    problems.sort(key=lambda p: (p.line is None, p.line or 0))  # in the file's order
+    return Inspection(None if problems else config, problems, found.warnings)
+
+
+def parse_config(
+    text: str, source: str | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Validate YAML text; raise ConfigError listing every problem found.
+
+    `${VAR}` and `${VAR:-default}` in values are taken from env (default: os.environ).
+    """
+    inspection = inspect_config(text, source, env)
+    if inspection.config is None:
+        raise ConfigError(inspection.problems, source)
+    return inspection.config
 
 
 def default_config(env: Mapping[str, str] | None = None) -> Config:
@@ -144,16 +183,33 @@ def default_config(env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(problems_from(exc, data, None, Config, origin), "defaults") from None
 
 
-def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a config file, or return the built-in default when path is None."""
-    if path is None:
-        return default_config(env)
+def read_config_text(path: str | Path) -> str:
+    """The config file's text; ConfigError if it cannot be read."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError([Problem("", f"cannot read config file: {reason}")], str(path)) from None
-    return parse_config(text, str(path), env)
+
+
+def load_config(
+    path: str | Path | None,
+    env: Mapping[str, str] | None = None,
+    warnings: list[Problem] | None = None,
+) -> Config:
+    """Read and validate a config file, or return the built-in default when path is None.
+
+    Warnings (valid, probably not meant: an empty file, relative paths) are appended to
+    `warnings` when given.
+    """
+    if path is None:
+        return default_config(env)
+    inspection = inspect_config(read_config_text(path), str(path), env)
+    if inspection.config is None:
+        raise ConfigError(inspection.problems, str(path))
+    if warnings is not None:
+        warnings.extend(inspection.warnings)
+    return inspection.config
 
 
 def summarize(config: Config) -> str:

@@ -53,13 +53,15 @@ def _clean_loc(loc: Sequence[str | int], data: Any) -> list[str | int]:
     """Drop the discriminator tags pydantic puts in union locations (checks.2.disk.path)."""
     clean: list[str | int] = []
     node = data
-    previous: str | int | None = None
+    tag_allowed = True
     for part in loc:
-        # The tag always follows the list index (checks.2.disk...); a field may share its name.
-        tagged = isinstance(previous, int) and isinstance(node, Mapping)
-        previous = part
-        if tagged and isinstance(part, str) and node.get("type") == part:
+        # A tagged union's tag comes right after the entry (checks.2.disk...,
+        # actions.notify.http...) and is the entry's `type`; what follows it is a field,
+        # even one that shares the tag's name (checks.2.path.path).
+        if tag_allowed and isinstance(node, Mapping) and node.get("type") == part:
+            tag_allowed = False
             continue
+        tag_allowed = True
         clean.append(part)
         if isinstance(node, Mapping):
             node = node.get(part)
@@ -116,6 +118,17 @@ def _fields_at(model: type[BaseModel], loc: Sequence[str | int], data: Any) -> l
     return list(current.model_fields) if current else []
 
 
+NAME_RULE = "must start with a letter or _ and use only letters, digits, _ . - (max 64)"
+PATTERNS = {
+    r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$": NAME_RULE,
+    r"^https?://": "must be an http:// or https:// URL",
+    r"^[A-Za-z_][A-Za-z0-9_]*$": "must be an environment variable name (letters, digits, _;"
+    " not starting with a digit)",
+    r"^[A-Za-z_][A-Za-z0-9_.]*$": "must be a dotted Python module name",
+}
+"""What each pattern in the schema means, said the way its field's rule reads."""
+
+
 _MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     "missing": lambda _ctx: "required",
     "greater_than": lambda ctx: f"must be greater than {ctx['gt']}",
@@ -125,8 +138,8 @@ _MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
         f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
     ),
     "union_tag_not_found": lambda _ctx: "missing 'type'",
-    "string_pattern_mismatch": lambda _ctx: (
-        "must start with a letter or _ and use only letters, digits, _ . - (max 64)"
+    "string_pattern_mismatch": lambda ctx: PATTERNS.get(
+        str(ctx.get("pattern")), f"must match the pattern {ctx.get('pattern')}"
     ),
 }
 
@@ -141,6 +154,11 @@ def _message(error: Mapping[str, Any], known: list[str]) -> str:
         return _MESSAGES[kind](ctx)
     text = str(error["msg"]).removeprefix("Value error, ")
     return text[:1].lower() + text[1:]
+
+
+def located(loc: Sequence[str | int], message: str, root: yaml.Node | None) -> Problem:
+    """A Problem at a location given as path parts, with its YAML line when known."""
+    return Problem(_format_loc(loc), message, _line_of(root, loc))
 
 
 def problems_from(

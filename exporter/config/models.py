@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from exporter.config import references
 from exporter.config.base import CheckName, PositiveDuration, Strict, default_data_dir
 from exporter.config.checks import CheckConfig
 from exporter.config.identity import IdentityConfig
@@ -45,44 +46,25 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _verify_checks_exist(self) -> Config:
-        names = {check.name for check in self.checks}
-        unknown: list[tuple[tuple[str | int, ...], str]] = [
-            (("recovery", "failures", failure, "verify", i), f"no check named {name!r}")
-            for failure, spec in self.recovery.failures.items()
-            for i, name in enumerate(spec.verify)
-            if name not in names
-        ]
-        unknown += [
-            (("webhook", "routes", i, "failure_type"),
-             f"{route.failure_type!r} has no ladder under recovery.failures")
-            for i, route in enumerate(self.webhook.routes)
-            if route.failure_type not in self.recovery.failures
-        ]  # fmt: skip
-        if unknown:
-            raise Located(unknown)
+        problems = references.verify_and_routes(
+            self.model_dump(include={"checks", "recovery", "webhook"})
+        )
+        if problems:
+            raise Located(problems)
         return self
 
     @field_validator("breakers")
     @classmethod
     def _unique_breaker_names(cls, breakers: list[BreakerConfig]) -> list[BreakerConfig]:
-        names = [b.name for b in breakers]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"breaker names used twice: {', '.join(duplicates)}")
+        problems = references.breaker_names([b.model_dump() for b in breakers])
+        if problems:
+            raise Located(problems)
         return breakers
 
     @field_validator("checks")
     @classmethod
     def _unique_check_names(cls, checks: list[CheckConfig]) -> list[CheckConfig]:
-        first: dict[str, int] = {}
-        for index, check in enumerate(checks):
-            if check.name in first:
-                earlier = first[check.name]
-                raise ValueError(
-                    f"name {check.name!r} is used by checks[{earlier}] and checks[{index}]"
-                )
-            first[check.name] = index
-        gpu_checks = [i for i, check in enumerate(checks) if check.type == "gpu"]
-        if len(gpu_checks) > 1:
-            raise ValueError(f"only one gpu check is allowed (checks{gpu_checks})")
+        problems = references.check_names([c.model_dump() for c in checks])
+        if problems:
+            raise Located(problems)
         return checks

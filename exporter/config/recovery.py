@@ -6,6 +6,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
+from exporter.config import references
 from exporter.config.base import CheckName, PositiveDuration, Strict
 from exporter.config.units import Duration, Located
 
@@ -18,8 +19,6 @@ FailureTypeName = Literal[
     "network_error",
 ]
 FAILURE_TYPES: tuple[str, ...] = get_args(FailureTypeName)
-BUILTIN_ACTIONS = ("clear_gpu_cache", "system_health_check")
-"""Actions medic provides itself; the other seed names are bound by the config."""
 ActionName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
 BODY_FIELDS = ("failure_type", "source", "dedup_key", "fingerprint", "starts_at", "labels")
 SIGNALS = ("SIGHUP", "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGQUIT")
@@ -153,19 +152,7 @@ class RecoveryConfig(Strict):
 
     @model_validator(mode="after")
     def _actions_exist(self) -> RecoveryConfig:
-        known = set(BUILTIN_ACTIONS) | set(self.actions)
-        hint = f" (built in: {', '.join(BUILTIN_ACTIONS)}; define others under actions)"
-        problems: list[tuple[tuple[str | int, ...], str]] = [
-            (("actions", name), f"{name!r} is built in and cannot be redefined")
-            for name in self.actions
-            if name in BUILTIN_ACTIONS
-        ]
-        problems += [
-            (("failures", failure, "ladder", i, "action"), f"unknown action {rung.action!r}{hint}")
-            for failure, spec in self.failures.items()
-            for i, rung in enumerate(spec.ladder)
-            if rung.action not in known
-        ]
+        problems = references.actions(self.model_dump(include={"actions", "failures"}))
         if problems:
             raise Located(problems)
         return self
