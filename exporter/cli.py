@@ -1,4 +1,4 @@
-"""The `medic` command line: run, check-config, version."""
+"""The `medic` command line: run, check-config, history, stats, reset, trigger, explain."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from exporter.config import (
     Config,
@@ -67,6 +67,40 @@ def _parser() -> argparse.ArgumentParser:
             "--config", metavar="FILE", default=os.environ.get("MEDIC_CONFIG") or None,
             help="config whose data_dir holds the journal (default: built-in)",
         )  # fmt: skip
+    reset = commands.add_parser(
+        "reset", help="ask the running medic to forget cooldowns and close its action breakers"
+    )
+    trigger = commands.add_parser(
+        "trigger", help="ask the running medic to run a failure type's ladder (through its gates)"
+    )
+    trigger.add_argument("failure_type", metavar="FAILURE_TYPE")
+    trigger.add_argument(
+        "--label", action="append", default=[], metavar="NAME=VALUE",
+        help="a label the actions see (MEDIC_LABEL_<NAME>); repeatable",
+    )  # fmt: skip
+    trigger.add_argument("--detail", default="", help="why, for the journal")
+    trigger.add_argument(
+        "--dedup-key", metavar="KEY",
+        help="the same key twice is handled once (default: a new episode)",
+    )  # fmt: skip
+    for sub in (reset, trigger):
+        sub.add_argument(
+            "--config", metavar="FILE", default=os.environ.get("MEDIC_CONFIG") or None,
+            help="the running medic's config: its listen address and server.auth",
+        )  # fmt: skip
+        sub.add_argument("--url", help="medic's base URL (default: from server.listen)")
+        sub.add_argument("--ca-file", metavar="FILE", help="CA bundle for an https medic")
+    explain = commands.add_parser(
+        "explain", help="which route, failure type, ladder and gates an alert would meet"
+    )
+    explain.add_argument("file", metavar="ALERT.json",
+                         help="an Alertmanager webhook body, a list of alerts or one alert; "
+                              "- reads stdin")  # fmt: skip
+    explain.add_argument(
+        "--config", metavar="FILE", default=os.environ.get("MEDIC_CONFIG") or None,
+        help="the config to explain with (default: $MEDIC_CONFIG, else built-in)",
+    )  # fmt: skip
+    explain.add_argument("-o", "--output", choices=["text", "json"], default="text")
     return parser
 
 
@@ -168,8 +202,10 @@ def _tune_runtime() -> None:
     sys.setswitchinterval(0.001)
 
 
-def _check_config(path: str, files: bool) -> int:
+def _check_config(args: argparse.Namespace) -> int:
     """Every problem of the file in one run (schema, references, files), then warnings."""
+    path: str = args.file
+    files = not args.schema_only
     inspection = inspect_config(read_config_text(path), path, os.environ, files=files)
     for problem in inspection.problems:
         print(problem.render(path), file=sys.stderr)
@@ -181,6 +217,48 @@ def _check_config(path: str, files: bool) -> int:
         return 1
     print(f"{path}: OK")
     print(summarize(inspection.config))
+    return 0
+
+
+def _remote_command(args: argparse.Namespace) -> int:
+    from exporter import cli_remote  # noqa: PLC0415 - httpx only for these commands
+
+    config = load_config(args.config)
+    verify: bool | str = args.ca_file or True
+    try:
+        if args.command == "reset":
+            path = "/api/v1/recoveries/reset"
+            answer = cli_remote.post(config, path, {}, url=args.url, verify=verify)
+            print(f"medic: {answer.get('status', answer)}")
+            return 0
+        body: dict[str, object] = {
+            "failure_type": args.failure_type,
+            "labels": cli_remote.parse_labels(args.label),
+            "detail": args.detail,
+        }
+        if args.dedup_key:
+            body["dedup_key"] = args.dedup_key
+        answer = cli_remote.post(config, "/api/v1/failures", body, url=args.url, verify=verify)
+    except cli_remote.RemoteError as exc:
+        print(f"medic: {exc}", file=sys.stderr)
+        return 1
+    print(f"medic: {answer.get('result')}: {answer.get('detail') or args.failure_type}")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from exporter import explain  # noqa: PLC0415
+
+    config = load_config(args.config)
+    try:
+        text = sys.stdin.read() if args.file == "-" else read_config_text(args.file)
+        entries = explain.explain(config, explain.read_alerts(text))
+    except explain.ExplainError as exc:
+        print(f"medic: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(entries, indent=2) if args.output == "json" else explain.render(entries))
     return 0
 
 
@@ -202,18 +280,28 @@ def _journal_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version(_args: argparse.Namespace) -> int:
+    print(f"medic {__version__}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _run,
+    "check-config": _check_config,
+    "version": _version,
+    "history": _journal_command,
+    "stats": _journal_command,
+    "reset": _remote_command,
+    "trigger": _remote_command,
+    "explain": _explain,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "version":
-            print(f"medic {__version__}")
-            return 0
-        if args.command in ("history", "stats"):
-            return _journal_command(args)
-        if args.command == "check-config":
-            return _check_config(args.file, files=not args.schema_only)
-        return _run(args)
+        return COMMANDS[args.command](args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1

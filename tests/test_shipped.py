@@ -8,9 +8,7 @@ from pathlib import Path
 import yaml
 
 from exporter.config import load_config
-from exporter.recovery.engine import RecoveryEngine
-from exporter.webhook.identity import Identity
-from exporter.webhook.intake import Intake
+from exporter.webhook.intake import Router
 from exporter.webhook.models import Alert
 
 ROOT = Path(__file__).parents[1]
@@ -69,9 +67,7 @@ def test_vram_occupancy_alone_remediates_nothing() -> None:
 
 def test_every_remediated_rule_is_routed_by_the_example_config(tmp_path: Path) -> None:
     config = load_config(ROOT / "deploy" / "medic.yml", env={"MEDIC_DATA_DIR": str(tmp_path)})
-    engine = RecoveryEngine.__new__(RecoveryEngine)
-    engine.config = config.recovery  # routing only needs the configured failure types
-    intake = Intake(config.webhook, engine, Identity())
+    intake = Router(config.webhook, config.recovery.failures)
     routed = 0
     for rule in rules():
         labels = dict(rule["labels"])  # type: ignore[call-overload]

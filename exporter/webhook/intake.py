@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Container
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -70,15 +71,45 @@ class Summary:
         }
 
 
+class Router:
+    """Which failure type an alert becomes: webhook.routes in order, or the annotation."""
+
+    def __init__(self, config: WebhookConfig, failures: Container[str]) -> None:
+        """`failures`: the failure types with a ladder (read at each alert)."""
+        self.routes: list[tuple[list[Matcher], str]] = [
+            ([parse_matcher(m) for m in route.matchers], route.failure_type)
+            for route in config.routes
+        ]
+        self._said = [", ".join(route.matchers) for route in config.routes]
+        self.annotation = config.failure_type_annotation
+        self._failures = failures
+
+    def which(self, alert: Alert) -> tuple[str | None, str]:
+        """The failure type (None when no route takes the alert) and what decided it.
+
+        An annotation may pick the failure type only when the config names the annotation,
+        and only among the failure types the config has ladders for: an alert can choose,
+        never add.
+        """
+        if self.annotation is not None:
+            chosen = alert.annotations.get(self.annotation)
+            if chosen is not None and chosen in self._failures:
+                return chosen, f"annotation {self.annotation}"
+        for index, (matchers, failure_type) in enumerate(self.routes):
+            if matches_all(matchers, alert.labels):
+                return failure_type, f"webhook.routes[{index}] ({self._said[index]})"
+        return None, "no route matches"
+
+    def route(self, alert: Alert) -> str | None:
+        """The failure type for an alert, or None when no route takes it."""
+        return self.which(alert)[0]
+
+
 class Intake:
     """Decides each alert: not this host's, not routed, resolved, or claimed."""
 
     def __init__(self, config: WebhookConfig, engine: RecoveryEngine, identity: Identity) -> None:
-        self._routes: list[tuple[list[Matcher], str]] = [
-            ([parse_matcher(m) for m in route.matchers], route.failure_type)
-            for route in config.routes
-        ]
-        self._annotation = config.failure_type_annotation
+        self.router = Router(config, engine.config.failures)
         self._engine = engine
         self.identity = identity
         self._lock = threading.Lock()
@@ -86,27 +117,16 @@ class Intake:
         self.truncated = 0
 
     def route(self, alert: Alert) -> str | None:
-        """The failure type for an alert, or None when no route takes it.
-
-        An annotation may pick the failure type only when the config names the annotation,
-        and only among the failure types the config has ladders for: an alert can choose,
-        never add.
-        """
-        if self._annotation is not None:
-            chosen = alert.annotations.get(self._annotation)
-            if chosen is not None and chosen in self._engine.config.failures:
-                return chosen
-        for matchers, failure_type in self._routes:
-            if matches_all(matchers, alert.labels):
-                return failure_type
-        return None
+        """The failure type for an alert, or None when no route takes it."""
+        return self.router.route(alert)
 
     def filters(self) -> list[str]:
         """Alertmanager filter matchers that keep every alert this intake could take: the
         identity's and the routes', where each can be said as one matcher (see any_of)."""
         found = [self.identity.pushdown()]
-        if self._annotation is None and all(len(ms) == 1 for ms, _ in self._routes):
-            found.append(any_of([ms[0] for ms, _ in self._routes]))  # None when no routes
+        routes = self.router.routes
+        if self.router.annotation is None and all(len(ms) == 1 for ms, _ in routes):
+            found.append(any_of([ms[0] for ms, _ in routes]))  # None when no routes
         return [f for f in found if f]
 
     def handle(self, notification: Notification) -> Summary:
