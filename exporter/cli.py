@@ -110,8 +110,6 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # APScheduler logs every job run at INFO; medic logs what matters itself.
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 def _run(args: argparse.Namespace) -> int:

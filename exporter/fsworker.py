@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import sys
 import threading
@@ -89,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     """Serve requests until stdin closes (or medic, --parent PID, goes away)."""
     args = argv if argv is not None else sys.argv[1:]
     parent = int(args[1]) if len(args) == 2 and args[0] == "--parent" else os.getppid()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C to medic's group is medic's
     # The pid medic passed, not getppid() now: medic may already be gone when this starts.
     threading.Thread(target=watch_parent, args=(parent,), daemon=True).start()
     for line in sys.stdin:
@@ -100,4 +98,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from exporter.helper import helper_main
+
+    helper_main(main)  # also ignores SIGINT: a Ctrl-C to medic's group is medic's

@@ -9,10 +9,13 @@ import json
 import logging
 import os
 import select
+import signal
 import subprocess
+import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 log = logging.getLogger(__name__)
 
@@ -158,3 +161,19 @@ class WorkerProcess:
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
+
+
+def helper_main(main: Callable[[], int]) -> NoReturn:
+    """Run a helper process's main. It ends quietly when medic lets go of its pipe (a quick
+    stop, a timeout) or when a Ctrl-C reaches medic's process group: medic decides when a
+    helper ends, and a traceback in medic's log about a pipe medic closed is noise."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would try the failed flush again at exit and say so: send it nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    raise SystemExit(code)

@@ -28,6 +28,23 @@ log = logging.getLogger(__name__)
 MAX_WORKERS = 16
 
 
+# APScheduler logs two INFO lines per job run, and more at start and stop. medic logs what
+# matters itself, and in an app that embeds it those lines would flood the app's log (24 in
+# 30 s): its scheduler and executor log through medic's own loggers, set to WARNING here,
+# so errors still show and an app's own APScheduler keeps its logging as configured.
+SCHEDULER_LOG = "exporter.scheduler.apscheduler"
+JOBS_LOG = "exporter.scheduler.jobs"
+
+
+class _Pool(ThreadPoolExecutor):
+    """APScheduler's thread pool, logging through JOBS_LOG."""
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        """As APScheduler's, then medic's logger (run_job logs by this logger's name)."""
+        super().start(scheduler, alias)
+        self._logger = logging.getLogger(JOBS_LOG)
+
+
 class CheckScheduler:
     """Owns the APScheduler instance that drives the HealthChecker."""
 
@@ -40,9 +57,14 @@ class CheckScheduler:
         """Schedule every registered check; the first round starts right away."""
         states = self._health.states()
         workers = max(1, min(MAX_WORKERS, len(states)))
+        for name in (SCHEDULER_LOG, JOBS_LOG):
+            quiet = logging.getLogger(name)
+            if quiet.level == logging.NOTSET:  # unless someone asked for more
+                quiet.setLevel(logging.WARNING)
         scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(workers)},
+            executors={"default": _Pool(workers)},
             timezone=UTC,
+            logger=logging.getLogger(SCHEDULER_LOG),
         )
         scheduler.add_listener(
             self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
