@@ -36,7 +36,7 @@ SCHEDULER_LOG = "exporter.scheduler.apscheduler"
 JOBS_LOG = "exporter.scheduler.jobs"
 
 
-class _Pool(ThreadPoolExecutor):
+class _Pool(ThreadPoolExecutor):  # type: ignore[misc]  # APScheduler has no type hints
     """APScheduler's thread pool, logging through JOBS_LOG."""
 
     def start(self, scheduler: Any, alias: str) -> None:
