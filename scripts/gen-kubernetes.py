@@ -28,10 +28,11 @@ Dumper.add_representer(str, _text)
 
 
 def merged(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """base with overlay's keys set, mappings merged key by key."""
+    """base with overlay's keys set, mappings merged key by key; a mapping with a `type`
+    (an action) replaces the base's whole, so no key of another type's survives."""
     out = dict(base)
     for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and "type" not in value:
             out[key] = merged(out[key], value)
         else:
             out[key] = value
@@ -66,7 +67,9 @@ def prometheusrule() -> str:
         "metadata": {
             "name": "medic",
             "namespace": "medic",
-            "labels": {"app.kubernetes.io/name": "medic", "role": "alert-rules"},
+            # kube-prometheus-stack's ruleSelector: `release: <its Helm release name>`.
+            "labels": {"app.kubernetes.io/name": "medic", "role": "alert-rules",
+                       "release": "kube-prometheus-stack"},
         },
         "spec": rules,
     }

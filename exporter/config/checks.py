@@ -76,7 +76,11 @@ class GpuCheckConfig(CheckBase):
     """Every GPU through NVML, read in a helper process that is abandoned if it hangs."""
 
     type: Literal["gpu"]
-    expected: int = Field(default=0, ge=0, description="GPUs that should be visible; 0: any")
+    expected: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        default=0,
+        description="GPUs that should answer; 0: any; auto: the NVIDIA GPUs on the PCI bus "
+        "(one config for every node shape)",
+    )
     processes: bool = Field(default=False, description="export per-process GPU memory")
     xid_events: bool = Field(default=True, description="count XID errors from NVML events")
     max_memory_used_ratio: Ratio = Field(

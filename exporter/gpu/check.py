@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from exporter.checks.base import Observation
 from exporter.checks.runner import CallStuck, CallTimeout
 from exporter.clock import Clock, SystemClock
 from exporter.gpu.client import worker_argv
 from exporter.gpu.facts import GpuDevice, GpuProcess, NvmlState
+from exporter.gpu.pci import count_gpus
 from exporter.gpu.reader import LIBRARY_NOT_FOUND
 from exporter.helper import WorkerDied, WorkerProcess, WorkerTimeout, let_go
 
@@ -52,7 +54,7 @@ class GpuCheck:
     def __init__(
         self,
         *,
-        expected: int = 0,
+        expected: int | Literal["auto"] = 0,
         processes: bool = False,
         timeout: float = 5.0,
         max_memory_used_ratio: float = 1.0,
@@ -60,8 +62,12 @@ class GpuCheck:
         clock: Clock | None = None,
         max_stuck: int = 2,
         env: dict[str, str] | None = None,
+        sysfs: Path = Path("/sys"),
     ) -> None:
-        self._expected = expected
+        """expected: GPUs that should answer; "auto": the NVIDIA GPUs on the PCI bus."""
+        self._expected_setting = expected
+        self._sysfs = sysfs
+        self._expected = 0 if expected == "auto" else expected
         self._processes = processes
         self._timeout = timeout
         self._max_used = max_memory_used_ratio
@@ -107,6 +113,8 @@ class GpuCheck:
     # --- internals ----------------------------------------------------------------------
     def _round(self) -> Observation:
         self._reap()
+        if self._expected_setting == "auto":
+            self._expected = count_gpus(self._sysfs) or 0
         now = self._clock.monotonic()
         if now < self._retry_at:
             wait = self._retry_at - now

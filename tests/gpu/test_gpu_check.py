@@ -224,3 +224,42 @@ def test_close_during_a_helper_start_lets_that_helper_go(
     with pytest.raises(CallStuck, match="closed"):
         gpu()
     wait_until(lambda: not started[0].alive(), what="the helper to be let go and exit")
+
+
+def pci_bus(root, devices: dict[str, tuple[str, str]]):
+    """A sysfs tree with PCI devices: address -> (vendor, class)."""
+    for address, (vendor, kind) in devices.items():
+        entry = root / "bus" / "pci" / "devices" / address
+        entry.mkdir(parents=True)
+        (entry / "vendor").write_text(vendor + "\n")
+        (entry / "class").write_text(kind + "\n")
+    return root
+
+
+NODE = {
+    "0000:17:00.0": ("0x10de", "0x030200"),  # H100: 3D controller
+    "0000:65:00.0": ("0x10de", "0x030200"),
+    "0000:ca:00.0": ("0x10de", "0x030000"),  # a display GPU: VGA compatible
+    "0000:ca:00.1": ("0x10de", "0x040300"),  # its audio function: not a GPU
+    "0000:05:00.0": ("0x10de", "0x068000"),  # NVSwitch: a bridge, not a GPU
+    "0000:00:02.0": ("0x8086", "0x030000"),  # the host's Intel graphics
+}
+
+
+def test_the_pci_bus_counts_nvidia_gpus_only(tmp_path) -> None:
+    from exporter.gpu.pci import count_gpus
+
+    assert count_gpus(pci_bus(tmp_path, NODE)) == 3
+    assert count_gpus(tmp_path / "missing") is None
+
+
+def test_expected_auto_takes_the_count_from_the_pci_bus(
+    fake_nvml: FakeNvml, check, tmp_path
+) -> None:
+    # Three GPUs on the bus, two answer through NVML (fake_nvml has two): one is missing,
+    # with the same config on every node shape.
+    gpu = check(expected="auto", sysfs=pci_bus(tmp_path, NODE))
+    observation = gpu()
+    state = nvml_state(observation)
+    assert (state.count, state.expected) == (2, 3)
+    assert "2 GPUs answer, 3 expected" in observation.problems
