@@ -10,6 +10,26 @@ I = 'instance=~"$instance"'  # noqa: E741 - short on purpose: it is in every que
 DS = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
 
+# The top row: one number each, red when it is not what a healthy fleet shows.
+# (title, expr, unit, red_from, mappings)
+STATS: list[tuple[str, str, str, float | None, dict[str, str]]] = [
+    ("Checks failing", f"count(medic_check_success{{{I}}} == 0) or vector(0)",
+     "short", 1, {}),
+    # medic_gpu_count is absent while NVML is down: then every expected GPU is missing.
+    ("GPUs missing",
+     f"sum(clamp_min(medic_gpu_expected{{{I}}} - (medic_gpu_count{{{I}}} or "
+     f"medic_gpu_expected{{{I}}} * 0), 0)) or vector(0)", "short", 1, {}),
+    ("Ladders exhausted (24h)",
+     f'sum(increase(medic_recovery_attempts_total{{{I},action="ladder",'
+     f'outcome=~"exhausted|interrupted"}}[24h])) or vector(0)', "short", 1, {}),
+    ("Breakers open",
+     f'count(medic_circuitbreaker_state{{{I},state=~"open|forced_open"}} == 1) or vector(0)',
+     "short", 1, {}),
+    ("Checks stuck", f"sum(medic_check_stuck{{{I}}}) or vector(0)", "short", 1, {}),
+    ("Journal up", f"min(medic_recovery_journal_up{{{I}}})", "short", None,
+     {"0": "DOWN", "1": "up"}),
+]  # fmt: skip
+
 # (title, unit, [(expr, legend)], width, kind)
 ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], int, str]]]] = [
     ("GPUs", [
@@ -26,9 +46,10 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], int, str]]]] =
         ("GPU power", "watt", [
             (f"medic_gpu_power_watts{{{I}}}", "{{instance}} GPU {{gpu}}"),
         ], 8, "timeseries"),
-        ("XID errors", "short", [
-            (f"increase(medic_gpu_xid_errors_total{{{I}}}[{RATE}])",
-             "{{instance}} GPU {{gpu}} XID {{xid}}"),
+        # The count itself: an XID series is born at its first count, which increase()
+        # would read as 0; a step in this line is an XID.
+        ("XID errors counted since medic started", "short", [
+            (f"medic_gpu_xid_errors_total{{{I}}}", "{{instance}} GPU {{gpu}} XID {{xid}}"),
         ], 8, "timeseries"),
         ("GPUs visible vs expected, NVML up", "short", [
             (f"medic_gpu_count{{{I}}}", "{{instance}} visible"),
@@ -36,7 +57,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], int, str]]]] =
             (f"medic_nvml_up{{{I}}}", "{{instance}} NVML up"),
         ], 24, "timeseries"),
     ]),
-    ("Host", [
+    ("Host and checks", [
         ("Host memory available", "percentunit", [
             (f"medic_host_memory_available_bytes{{{I}}} / medic_host_memory_total_bytes{{{I}}}",
              "{{instance}}"),
@@ -45,16 +66,25 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], int, str]]]] =
             (f"1 - medic_filesystem_avail_bytes{{{I}}} / medic_filesystem_size_bytes{{{I}}}",
              "{{instance}} {{mountpoint}}"),
         ], 12, "timeseries"),
+        ("Model files present", "short", [
+            (f"medic_path_present{{{I}}}", "{{instance}} {{path}}"),
+        ], 8, "timeseries"),
         ("Checks passing", "short", [
             (f"medic_check_success{{{I}}}", "{{instance}} {{check}}"),
-        ], 12, "timeseries"),
+        ], 8, "timeseries"),
+        ("Checks stuck", "short", [
+            (f"medic_check_stuck{{{I}}}", "{{instance}} {{check}}"),
+        ], 8, "timeseries"),
+        # A check that never passed exports 0: left out, or its epoch-long staleness would
+        # flatten every other line (it shows under "Checks passing" and "Checks failing").
         ("Seconds since each check last passed", "s", [
-            (f"time() - medic_check_last_success_timestamp_seconds{{{I}}}",
+            (f"(time() - medic_check_last_success_timestamp_seconds{{{I}}})"
+             f" and medic_check_last_success_timestamp_seconds{{{I}}} > 0",
              "{{instance}} {{check}}"),
-        ], 12, "timeseries"),
+        ], 24, "timeseries"),
     ]),
     ("Resilience and recovery", [
-        ("Circuit breaker state", "short", [
+        ("Circuit breakers now", "short", [
             (f"medic_circuitbreaker_state{{{I}}} == 1", "{{instance}} {{name}}: {{state}}"),
         ], 12, "table"),
         ("Recovery attempts by outcome", "short", [
@@ -76,6 +106,24 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], int, str]]]] =
     ]),
 ]  # fmt: skip
 
+ANNOTATIONS = [
+    {
+        # Each action medic ran (not the ladder records, not gate skips), as a mark on every
+        # time axis: what medic did sits next to what it did it about.
+        "name": "Recovery actions",
+        "datasource": DS,
+        "enable": True,
+        "iconColor": "orange",
+        "expr": f'increase(medic_recovery_attempts_total{{{I},action!="ladder",'
+        f'outcome!~"skipped_.*|held_.*"}}[1m]) > 0',
+        "step": "1m",
+        "titleFormat": "{{action}}: {{outcome}}",
+        "textFormat": "{{failure_type}} on {{instance}}",
+        "tagKeys": "failure_type,action,outcome",
+        "useValueForTime": False,
+    }
+]
+
 
 def panel(
     pid: int,
@@ -89,7 +137,7 @@ def panel(
     y: int,
 ) -> dict[str, Any]:
     """One panel with its queries."""
-    return {
+    found: dict[str, Any] = {
         "id": pid,
         "type": kind,
         "title": title,
@@ -97,12 +145,50 @@ def panel(
         "gridPos": {"h": 8, "w": width, "x": x, "y": y},
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
         "options": {"legend": {"displayMode": "list", "placement": "bottom"}}
-        if kind == "timeseries" else {},
+        if kind == "timeseries" else {"showHeader": True},
         "targets": [
             {"refId": chr(ord("A") + i), "datasource": DS, "expr": expr,
-             "legendFormat": legend, "instant": kind == "table", "range": kind != "table"}
+             "legendFormat": legend, "instant": kind == "table", "range": kind != "table",
+             **({"format": "table"} if kind == "table" else {})}
             for i, (expr, legend) in enumerate(targets)
         ],
+    }  # fmt: skip
+    if kind == "table":
+        # One row per breaker: its labels as columns, not a time series per state.
+        found["transformations"] = [{"id": "organize", "options": {
+            "excludeByName": {"Time": True, "Value": True, "__name__": True},
+            "renameByName": {"name": "breaker"},
+        }}]  # fmt: skip
+    return found
+
+
+def stat(
+    pid: int, spec: tuple[str, str, str, float | None, dict[str, str]], *, x: int, y: int
+) -> dict[str, Any]:
+    """A single-number panel (a STATS entry): green when healthy, red from `red_from` (or
+    below 1 when red_from is None: a 0/1 "up" figure)."""
+    title, expr, unit, red_from, mappings = spec
+    shown = [{"type": "value", "options": {
+        value: {"text": text, "index": i} for i, (value, text) in enumerate(mappings.items())
+    }}] if mappings else []  # fmt: skip
+    steps = ([{"color": "green", "value": None}, {"color": "red", "value": red_from}]
+             if red_from is not None else
+             [{"color": "red", "value": None}, {"color": "green", "value": 1}])  # fmt: skip
+    return {
+        "id": pid,
+        "type": "stat",
+        "title": title,
+        "datasource": DS,
+        "gridPos": {"h": 4, "w": 4, "x": x, "y": y},
+        "fieldConfig": {"defaults": {
+            "unit": unit,
+            "thresholds": {"mode": "absolute", "steps": steps},
+            "mappings": shown,
+        }, "overrides": []},
+        "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                    "colorMode": "background", "graphMode": "none", "textMode": "value"},
+        "targets": [{"refId": "A", "datasource": DS, "expr": expr, "instant": True,
+                     "range": False}],
     }  # fmt: skip
 
 
@@ -110,6 +196,13 @@ def dashboard() -> dict[str, Any]:
     """The whole dashboard."""
     panels: list[dict[str, Any]] = []
     pid, y = 1, 0
+    panels.append({"id": pid, "type": "row", "title": "Now", "collapsed": False,
+                   "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})  # fmt: skip
+    pid, y = pid + 1, y + 1
+    for index, spec in enumerate(STATS):
+        panels.append(stat(pid, spec, x=4 * index, y=y))
+        pid += 1
+    y += 4
     for row_title, row_panels in ROWS:
         panels.append({"id": pid, "type": "row", "title": row_title, "collapsed": False,
                        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})  # fmt: skip
@@ -156,7 +249,7 @@ def dashboard() -> dict[str, Any]:
                 },
             ]
         },
-        "annotations": {"list": []},
+        "annotations": {"list": ANNOTATIONS},
         "panels": panels,
     }
 

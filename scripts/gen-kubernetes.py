@@ -68,8 +68,11 @@ def prometheusrule() -> str:
             "name": "medic",
             "namespace": "medic",
             # kube-prometheus-stack's ruleSelector: `release: <its Helm release name>`.
-            "labels": {"app.kubernetes.io/name": "medic", "role": "alert-rules",
-                       "release": "kube-prometheus-stack"},
+            "labels": {
+                "app.kubernetes.io/name": "medic",
+                "role": "alert-rules",
+                "release": "kube-prometheus-stack",
+            },
         },
         "spec": rules,
     }
