@@ -85,3 +85,25 @@ def test_the_test_file_covers_every_rule() -> None:
     tests = yaml.safe_load((ROOT / "alerts" / "tests" / "medic.rules.test.yml").read_text())
     tested = {case["alertname"] for t in tests["tests"] for case in t["alert_rule_test"]}
     assert tested == {rule["alert"] for rule in rules()}
+
+
+def test_alertmanager_sends_each_rule_where_it_belongs() -> None:
+    import subprocess
+
+    from tests.e2e.stack import require
+
+    for rule in rules():
+        labels = {"alertname": str(rule["alert"]), **dict(rule["labels"])}  # type: ignore[call-overload]
+        result = subprocess.run(
+            [require("amtool"), "config", "routes", "test",
+             f"--config.file={ROOT / 'alerts' / 'alertmanager.yml'}",
+             *(f"{k}={v}" for k, v in labels.items())],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        receivers = result.stdout.strip()
+        if "medic_failure_type" in labels:
+            assert receivers == "medic,people", (rule["alert"], receivers)
+        elif labels["severity"] == "info":
+            assert receivers == "informational", (rule["alert"], receivers)  # never pages
+        else:
+            assert receivers == "people", (rule["alert"], receivers)
