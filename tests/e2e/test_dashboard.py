@@ -13,6 +13,7 @@ import pytest
 
 from exporter.gpu import fakenvml
 from tests.e2e.stack import Prometheus
+from tests.gpu.conftest import FakeNvml
 from tests.helpers import MedicProcess, wait_until
 from tests.webhook.conftest import FIRING
 
@@ -70,12 +71,10 @@ def panel_queries() -> list[tuple[str, str]]:
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     work = tmp_path_factory.mktemp("dash")
     (work / "model.bin").write_bytes(b"w")
-    state = work / "nvml.json"
-    nvml = fakenvml.make_state(2)
-    state.write_text(json.dumps(nvml))
+    gpus = FakeNvml(work / "nvml.json", 2)
     (work / "medic.yml").write_text(MEDIC.format(work=work))
     medic = MedicProcess(["--config", str(work / "medic.yml")], work / "medic.log",
-                         env={fakenvml.ENV: str(state)})  # fmt: skip
+                         env={fakenvml.ENV: str(gpus.path)})  # fmt: skip
     prom = None
     try:
         url = medic.wait_listening()
@@ -85,8 +84,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
         # Give every panel something to show: an XID, a recovery, webhook traffic. The XID
         # watcher only counts events that come after it started listening.
         wait_until(lambda: "XID watcher listening" in medic.log(), what="the XID watcher")
-        nvml["xid_events"] = [{"gpu": 1, "xid": 79}]
-        state.write_text(json.dumps(nvml))
+        gpus.state["xid_events"] = [{"gpu": 1, "xid": 79}]
+        gpus.write()
         httpx.post(f"{url}/api/v1/failures", json={"failure_type": "generation_pipeline_error"})
         stop = threading.Event()
 

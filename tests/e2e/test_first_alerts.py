@@ -10,16 +10,15 @@ at a series' first sample; there was no rule for medic down).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from exporter.gpu import fakenvml
 from tests.e2e.stack import Prometheus, fast_rules
+from tests.gpu.conftest import FakeNvml
 from tests.helpers import MedicProcess, wait_until
 from tests.test_server import value
 
@@ -38,10 +37,8 @@ recovery:
 
 
 class Scene:
-    def __init__(self, medic: MedicProcess, url: str, nvml: dict[str, Any], state: Path,
-                 prometheus: Prometheus) -> None:  # fmt: skip
-        self.medic, self.url, self.nvml, self.state = medic, url, nvml, state
-        self.prometheus = prometheus
+    def __init__(self, medic: MedicProcess, gpus: FakeNvml, prometheus: Prometheus) -> None:
+        self.medic, self.gpus, self.prometheus = medic, gpus, prometheus
 
     def firing(self, alertname: str, **labels: str) -> bool:
         found = self.prometheus.query(f'ALERTS{{alertname="{alertname}"}}')
@@ -55,12 +52,10 @@ class Scene:
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     work = tmp_path_factory.mktemp("first")
-    state = work / "nvml.json"
-    nvml = fakenvml.make_state(1)
-    state.write_text(json.dumps(nvml))
+    gpus = FakeNvml(work / "nvml.json", 1)
     (work / "medic.yml").write_text(MEDIC.format(work=work))
     medic = MedicProcess(["--config", str(work / "medic.yml")], work / "medic.log",
-                         env={fakenvml.ENV: str(state)})  # fmt: skip
+                         env={fakenvml.ENV: str(gpus.path)})  # fmt: skip
     prometheus = None
     try:
         url = medic.wait_listening()
@@ -75,7 +70,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         rules = fast_rules(ROOT / "alerts" / "medic.rules.yml")
         prometheus = Prometheus(work, rules, url.removeprefix("http://"), "127.0.0.1:9")
         prometheus.wait_ready()
-        yield Scene(medic, url, nvml, state, prometheus)
+        yield Scene(medic, gpus, prometheus)
     finally:
         if prometheus is not None:
             prometheus.stop()
@@ -92,8 +87,8 @@ def test_the_first_xid_fires(scene: Scene) -> None:
     wait_until(lambda: "XID watcher listening" in scene.medic.log(), what="the XID watcher")
     # Prometheus has scraped medic already (wait_ready): the XID series is new to it.
     assert not scene.prometheus.query("medic_gpu_xid_errors_total")
-    scene.nvml["xid_events"] = [{"gpu": 0, "xid": 79}]
-    scene.state.write_text(json.dumps(scene.nvml))
+    scene.gpus.state["xid_events"] = [{"gpu": 0, "xid": 79}]
+    scene.gpus.write()
     wait_until(lambda: scene.prometheus.query("medic_gpu_xid_errors_total"), timeout=20,
                what="Prometheus to scrape the XID")  # fmt: skip
     wait_until(lambda: scene.firing("MedicGpuXidErrors", xid="79"), timeout=20,
