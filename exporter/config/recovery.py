@@ -81,6 +81,9 @@ class RungConfig(Strict):
         default_factory=dict, description="passed to in-process actions"
     )
     settle_delay: Annotated[Duration, Field(ge=0)] | None = None
+    verify_timeout: Annotated[Duration, Field(ge=0)] | None = Field(
+        default=None, description="this rung's verify deadline (a restart's start-up time)"
+    )
 
 
 class CooldownConfig(Strict):
@@ -97,6 +100,12 @@ class FailureConfig(Strict):
     ladder: Annotated[list[RungConfig], Field(min_length=1)]
     verify: list[CheckName] = Field(default_factory=list)
     settle_delay: Annotated[Duration, Field(ge=0)] = 2.0
+    verify_timeout: Annotated[Duration, Field(ge=0)] = Field(
+        default=30.0,
+        description="after the settle delay, keep polling the verify checks this long for "
+        "them to pass (0: one look); a rung's own verify_timeout wins",
+    )
+    verify_interval: PositiveDuration = Field(default=1.0, description="between two looks")
     cooldown: CooldownConfig | None = None
 
     @field_validator("ladder", mode="before")

@@ -197,7 +197,7 @@ class Ladder:
             elif not result.ok:
                 outcome = Outcome.FAILED
             else:
-                recovered, why = await verify(self._health, ladder, rung)
+                recovered, why = await verify(self._health, ladder, rung, self._stopping)
                 outcome = Outcome.SUCCEEDED if recovered else Outcome.NOT_RECOVERED
                 detail = (result.detail or why) if recovered else why
         elapsed = None if started is None else self._clock.monotonic() - started
@@ -248,7 +248,9 @@ class Ladder:
         if self._config.interrupted == "retry_once" and episode.interruptions == 0:
             episode.interruptions += 1
             recovered, why = (
-                await verify(self._health, ladder, rung) if ladder.verify else (False, "")
+                await verify(self._health, ladder, rung, self._stopping)
+                if ladder.verify
+                else (False, "")
             )
             if recovered:
                 await self.endings.end(

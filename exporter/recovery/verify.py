@@ -1,8 +1,15 @@
-"""Verification: after a rung, are the failure type's checks passing again?"""
+"""Verification: after a rung, are the failure type's checks passing again?
+
+The checks are polled until they all pass or the rung's verify deadline passes: a model
+server takes from seconds to minutes to serve again after a restart (vLLM: 30 s to 10
+minutes), so one look after a fixed delay would call a working restart a failure, or a
+failed one a success.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from exporter.checks import HealthChecker
 from exporter.config.recovery import FailureConfig, RungConfig
@@ -10,16 +17,31 @@ from exporter.recovery.actions import run_in_daemon_thread
 
 
 async def verify(
-    health: HealthChecker, ladder: FailureConfig, rung: RungConfig
+    health: HealthChecker,
+    ladder: FailureConfig,
+    rung: RungConfig,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> tuple[bool, str]:
-    """Re-run the failure type's checks after the settle delay: (recovered, why)."""
+    """After the settle delay, poll the failure type's checks until they pass or the verify
+    deadline passes: (recovered, why). A stop of medic ends the wait (not recovered)."""
     if not ladder.verify:
         return True, "no checks to verify with"
     settle = ladder.settle_delay if rung.settle_delay is None else rung.settle_delay
+    timeout = ladder.verify_timeout if rung.verify_timeout is None else rung.verify_timeout
     await asyncio.sleep(settle)
+    loop = asyncio.get_running_loop()
+    # The loop's clock, not medic's injected one: the waits below run on this loop.
+    started = loop.time()
     names = list(ladder.verify)
-    results = await run_in_daemon_thread(lambda: [health.run(n) for n in names])
-    failing = [f"{r.name}: {r.reason}" for r in results if not r.ok]
-    if failing:
-        return False, "still failing: " + "; ".join(failing)
-    return True, f"verified by {', '.join(names)}"
+    while True:
+        results = await run_in_daemon_thread(lambda: [health.run(n) for n in names])
+        failing = [f"{r.name}: {r.reason}" for r in results if not r.ok]
+        waited = loop.time() - started
+        if not failing:
+            after = f" after {waited:.1f}s" if waited >= ladder.verify_interval else ""
+            return True, f"verified by {', '.join(names)}{after}"
+        left = timeout - waited
+        if left <= 0 or stopping():
+            within = f" within {timeout:g}s" if timeout > 0 else ""
+            return False, f"still failing{within}: " + "; ".join(failing)
+        await asyncio.sleep(min(ladder.verify_interval, left))

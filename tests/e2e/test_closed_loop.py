@@ -31,6 +31,7 @@ recovery:
     model_loading_failure:
       verify: [model_a, model_b]
       settle_delay: 100ms
+      verify_timeout: 1s  # the second rung is the fix here: do not wait long for the first
       ladder: [restore_a, restore_b]
 webhook:
   routes:

@@ -41,6 +41,7 @@ recovery:
     model_loading_failure:
       verify: [model]
       settle_delay: 0s
+      verify_timeout: 0s
       ladder: [poke, restore]
 """)
     assert medic.report_failure("model_loading_failure", "weights missing").accepted
@@ -49,6 +50,58 @@ recovery:
     assert found[0].detail.startswith(f"still failing: model: {model}: missing")
     assert found[1].detail == "verified by model" and model.read_bytes() == b"weights"
     assert medic.recovery.cooldowns()["model_loading_failure"] > medic.clock.time()
+
+
+def test_verification_waits_for_a_service_that_comes_back_late(start_medic, tmp_path: Path) -> None:
+    # A restart that returns at once while the server needs a while to serve again: the
+    # verify checks are polled until they pass, within the rung's verify_timeout.
+    model = tmp_path / "model.bin"
+    medic = start_medic(f"""
+checks:
+  - {{name: model, type: path, path: {model}, kind: file, interval: 1h, timeout: 1s}}
+recovery:
+  actions:
+    background: {{type: command, argv: ["true"]}}
+  failures:
+    model_loading_failure:
+      verify: [model]
+      settle_delay: 0s
+      verify_interval: 200ms
+      ladder:
+        - {{action: background, verify_timeout: 5s}}
+""")
+    # The rung returns at once; the service is back 1.5 s later (the scenario, not a wait).
+    comes_back = threading.Timer(1.5, model.touch)
+    assert medic.report_failure("model_loading_failure").accepted
+    comes_back.start()
+    [found] = settled(medic, 1)
+    comes_back.join(5)
+    assert outcomes([found]) == [("background", "succeeded")]
+    assert found.detail.startswith("verified by model after ")
+    waited = float(found.detail.removeprefix("verified by model after ").removesuffix("s"))
+    assert 1.0 <= waited < 5.0
+
+
+def test_verification_gives_up_at_its_deadline(start_medic, tmp_path: Path) -> None:
+    medic = start_medic(f"""
+checks:
+  - {{name: model, type: path, path: {tmp_path / "never"}, interval: 1h, timeout: 1s}}
+recovery:
+  actions:
+    poke: {{type: command, argv: ["true"]}}
+  failures:
+    model_loading_failure:
+      verify: [model]
+      settle_delay: 0s
+      verify_timeout: 1s
+      verify_interval: 100ms
+      ladder: [poke]
+""")
+    medic.report_failure("model_loading_failure")
+    found = settled(medic, 2)
+    assert outcomes(found) == [("poke", "not_recovered"), ("ladder", "exhausted")]
+    assert found[0].detail.startswith("still failing within 1s: model: ")
+    assert found[0].ended - found[0].started >= 1.0  # it kept looking until the deadline
 
 
 def test_exhausted_ladder_starts_a_growing_cooldown(start_medic, tmp_path: Path) -> None:
@@ -60,7 +113,7 @@ recovery:
   actions:
     poke: {{type: command, argv: ["true"]}}
   failures:
-    model_loading_failure: {{verify: [model], settle_delay: 0s, ladder: [poke]}}
+    model_loading_failure: {{verify: [model], settle_delay: 0s, verify_timeout: 0s, ladder: [poke]}}
 """)
     medic.report_failure("model_loading_failure")
     found = settled(medic, 2)
