@@ -119,7 +119,7 @@ def explain(config: Config, alerts: list[Alert], identity: Identity | None = Non
         elif alert.status == "resolved":
             entry["outcome"] = "resolved: closes the episode, cancelling an attempt still queued"
         else:
-            spec = config.recovery.failures[failure_type]  # type: ignore[index]
+            spec = config.recovery.failures[failure_type]
             entry["ladder"] = [
                 {"action": rung.action, "does": _action(rung.action, config.recovery.actions),
                  "timeout": rung.timeout}

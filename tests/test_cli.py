@@ -196,3 +196,23 @@ def test_an_off_loopback_webhook_without_an_identity_is_warned_about() -> None:
     )
     assert identity_warning(named) is None
     assert identity_warning(parse_config("server: {listen: '127.0.0.1:9847'}", env={})) is None
+
+
+def test_user_defined_failure_types_and_a_near_miss_of_a_built_in(tmp_path: Path) -> None:
+    path = tmp_path / "medic.yml"
+    path.write_text("""
+recovery:
+  actions: {restart_vllm: {type: command, argv: ["true"]}}
+  failures:
+    model_server_hung: {ladder: [restart_vllm]}
+    vram_exhaustoin: {ladder: [clear_gpu_cache]}
+webhook:
+  routes:
+    - {matchers: ['alertname="VllmStalled"'], failure_type: model_server_hung}
+""")
+    result = medic("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "'vram_exhaustoin' is not a built-in failure type (did you mean 'vram_exhaustion'?)" in (
+        result.stderr
+    )
+    assert "model_server_hung" not in result.stderr  # one of the operator's own: no warning

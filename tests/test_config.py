@@ -74,7 +74,8 @@ def test_valid_file_loads_every_check_type() -> None:
         ),
         (
             "unknown_failure_type.yml",
-            "unknown_failure_type.yml:3: recovery.failures.cosmic_rays: invalid name",
+            "unknown_failure_type.yml:3: recovery.failures.Cosmic Rays: invalid name: "
+            "must be lower snake case",
         ),
         (
             "unknown_verify_check.yml",

@@ -125,6 +125,8 @@ PATTERNS = {
     r"^[A-Za-z_][A-Za-z0-9_]*$": "must be an environment variable name (letters, digits, _;"
     " not starting with a digit)",
     r"^[A-Za-z_][A-Za-z0-9_.]*$": "must be a dotted Python module name",
+    r"^[a-z][a-z0-9_]{0,63}$": "must be lower snake case: a-z, digits and _, starting with"
+    " a letter (max 64)",
 }
 """What each pattern in the schema means, said the way its field's rule reads."""
 

@@ -7,6 +7,7 @@ so it runs even when the schema found problems, and reports in the same run.
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import os
 from collections.abc import Iterator, Mapping
@@ -91,6 +92,19 @@ def _relative(data: Mapping[str, Any]) -> Iterator[tuple[Loc, str]]:
         yield ("data_dir",), data_dir
 
 
+def _near_builtin(data: Mapping[str, Any]) -> Iterator[tuple[Loc, str, str]]:
+    """User-defined failure types one typo away from a built-in name."""
+    from exporter.config.recovery import FAILURE_TYPES  # noqa: PLC0415 - no cycle at import
+
+    recovery = data.get("recovery")
+    failures = recovery.get("failures") if isinstance(recovery, Mapping) else None
+    for name in failures if isinstance(failures, Mapping) else {}:
+        if isinstance(name, str) and name not in FAILURE_TYPES:
+            close = difflib.get_close_matches(name, FAILURE_TYPES, n=1, cutoff=0.85)
+            if close:
+                yield ("recovery", "failures", name), name, close[0]
+
+
 def inspect(
     data: Mapping[str, Any],
     root: yaml.Node | None,
@@ -105,6 +119,11 @@ def inspect(
         found.warnings.append(Problem(
             "", "the file has no settings: medic would run no checks and remediate nothing "
             "(the built-in default checks apply only when no config file is given)",
+        ))  # fmt: skip
+    for loc, name, builtin in _near_builtin(data):
+        found.warnings.append(located(
+            loc, f"{name!r} is not a built-in failure type (did you mean {builtin!r}?); "
+            "fine if it is one of your own", root,
         ))  # fmt: skip
     for loc, path in _relative(data):
         found.warnings.append(located(

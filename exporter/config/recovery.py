@@ -10,7 +10,7 @@ from exporter.config import references
 from exporter.config.base import CheckName, PositiveDuration, Strict
 from exporter.config.units import Duration, Located
 
-FailureTypeName = Literal[
+BuiltinFailureType = Literal[
     "model_loading_failure",
     "vram_exhaustion",
     "generation_pipeline_error",
@@ -18,7 +18,12 @@ FailureTypeName = Literal[
     "system_resource_error",
     "network_error",
 ]
-FAILURE_TYPES: tuple[str, ...] = get_args(FailureTypeName)
+FAILURE_TYPES: tuple[str, ...] = get_args(BuiltinFailureType)
+"""The six built-in names: the vocabulary of the docs, the shipped rules and presets."""
+FAILURE_TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+FailureTypeName = Annotated[str, Field(pattern=FAILURE_TYPE_PATTERN)]
+"""A built-in name or one of the operator's own (model_server_hung): lower snake case, at
+most 64 characters, so it is a bounded label value everywhere it is exported."""
 ActionName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
 BODY_FIELDS = ("failure_type", "source", "dedup_key", "fingerprint", "starts_at", "labels")
 SIGNALS = ("SIGHUP", "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGQUIT")

@@ -85,7 +85,7 @@ class Ladder:
     # --- the walk -----------------------------------------------------------------------
     async def walk(self, episode: Episode) -> None:
         """Walk the episode's ladder from its current rung to a final state."""
-        ladder = self._config.failures.get(episode.failure_type)  # type: ignore[call-overload]
+        ladder = self._config.failures.get(episode.failure_type)
         if ladder is None:
             await self.endings.end(episode, Outcome.CANCELLED, "its failure type has no ladder now")
             return

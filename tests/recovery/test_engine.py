@@ -101,6 +101,7 @@ recovery:
     found = settled(medic, 2)
     assert outcomes(found) == [("poke", "not_recovered"), ("ladder", "exhausted")]
     assert found[0].detail.startswith("still failing within 1s: model: ")
+    assert found[0].ended is not None
     assert found[0].ended - found[0].started >= 1.0  # it kept looking until the deadline
 
 
@@ -440,3 +441,19 @@ def test_wait_idle(start_medic) -> None:
     medic.report_failure("network_error")
     assert medic.recovery.wait_idle(10)
     assert outcomes(attempts(medic)) == [("noop", "succeeded")]
+
+
+def test_a_user_defined_failure_type_runs_its_ladder(start_medic, tmp_path: Path) -> None:
+    marker = tmp_path / "restarted"
+    medic = start_medic(f"""
+recovery:
+  actions:
+    restart_vllm: {{type: command, argv: [touch, {marker}]}}
+  failures:
+    model_server_hung: {{ladder: [restart_vllm], settle_delay: 0s}}
+""")
+    assert medic.report_failure("model_server_hung").accepted
+    [found] = settled(medic, 1)
+    assert outcomes([found]) == [("restart_vllm", "succeeded")] and marker.exists()
+    counted = medic.recovery.snapshot()["attempts"]
+    assert counted[("model_server_hung", "ladder", "exhausted")] == 0  # born at 0 too
