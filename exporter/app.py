@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from exporter.config import (
     default_config,
     load_config,
     parse_config,
+    split_listen,
 )
 from exporter.events import EventHub
 from exporter.gpu.xid import XidWatcher
@@ -32,12 +34,13 @@ from exporter.metrics import (
     RenderLoop,
     XidCollector,
 )
-from exporter.metrics.recovery import RecoveryCollector
+from exporter.metrics.recovery import RecoveryCollector, TriggerCollector
 from exporter.metrics.resilience import ResilienceCollector
 from exporter.metrics.webhook import WebhookCollector
 from exporter.recovery.actions import ActionRegistry
 from exporter.recovery.engine import RecoveryEngine, Submission
 from exporter.recovery.journal import Journal
+from exporter.recovery.triggers import LocalTriggers
 from exporter.recovery.types import FailureEvent
 from exporter.resilience import (
     BreakerRegistry,
@@ -92,6 +95,17 @@ def breaker_settings(config: BreakerConfig) -> BreakerSettings:
         permitted_calls_in_half_open=config.permitted_calls_in_half_open,
         call_timeout=config.call_timeout,
     )
+
+
+def host_labels(config: Config, identity: Identity) -> dict[str, str]:
+    """The labels that name this host on its local triggers: the identity's pinned labels,
+    else its hostname as node, hostname and instance (host:port of medic's listener)."""
+    pinned = identity.equalities()
+    if pinned:
+        return pinned
+    host = socket.gethostname()
+    _, port = split_listen(config.server.listen)
+    return {"node": host, "hostname": host, "instance": f"{host}:{port}"}
 
 
 class Medic:
@@ -177,6 +191,7 @@ class Medic:
         if gpu is not None and gpu.enabled and gpu.xid_events:
             self.xid = XidWatcher(gpu.nvml_module, on_change=self.render_loop.invalidate)
             self.registry.register(XidCollector(self.xid))
+        self.triggers = self._local_triggers(config)
         self.health.add_listener(self._on_check_result)
         self.scheduler = CheckScheduler(self.health)
         self._started = False
@@ -199,6 +214,25 @@ class Medic:
         )  # fmt: skip
         self.registry.register(PullCollector(puller))
         return puller
+
+    def _local_triggers(self, config: Config) -> LocalTriggers | None:
+        """Checks with `trigger:` run their failure type's ladder when they become failing;
+        with pull mode's Alertmanager peers, an active silence holds them."""
+        wanted = {c.name: c.trigger for c in config.checks if c.trigger is not None}
+        if not wanted:
+            return None
+        silences = None
+        if config.webhook.pull is not None:
+            from exporter.webhook.silences import AlertmanagerSilences  # noqa: PLC0415
+
+            silences = AlertmanagerSilences(config.webhook.pull, self.clock)  # cached a poll long
+        triggers = LocalTriggers(
+            self.health, self.recovery, wanted, host_labels(config, self.identity),
+            silences=silences, on_change=self.render_loop.invalidate,
+        )  # fmt: skip
+        self.health.add_listener(triggers)
+        self.registry.register(TriggerCollector(triggers))
+        return triggers
 
     def _open_db(self) -> Database | None:
         path = self.config.data_dir / DB_FILE
@@ -240,6 +274,8 @@ class Medic:
             self.puller.stop()
         self.recovery.stop()
         self.health.close()
+        if self.triggers is not None:
+            self.triggers.close()
         if self.xid is not None:
             self.xid.stop()
         self.render_loop.stop()

@@ -19,6 +19,16 @@ class Observation:
     problems: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeFact:
+    """What one run of a probe of the model server (http, tcp) saw."""
+
+    kind: str
+    success: bool
+    duration: float
+    status_code: int | None = None
+
+
 ProbeResult = Observation | bool | None
 Probe = Callable[[], ProbeResult]
 
@@ -50,10 +60,30 @@ class CheckSpec:
     timeout: float = 5.0
     critical: bool = False
     enabled: bool = True
+    failure_threshold: int = 1
+    """Failed runs in a row that make the check failing (its streak; Kubernetes' name)."""
+    success_threshold: int = 1
+    """Passed runs in a row that end a failing streak."""
+    start_period: float = 0.0
+    """Seconds after registration in which failures are not counted."""
 
     def __post_init__(self) -> None:
         if self.interval <= 0 or self.timeout <= 0:
             raise ValueError(f"check {self.name!r}: interval and timeout must be > 0")
+        if self.failure_threshold < 1 or self.success_threshold < 1 or self.start_period < 0:
+            raise ValueError(f"check {self.name!r}: thresholds must be >= 1, start_period >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Streak:
+    """Where a check stands over its recent runs: failing once `failure_threshold` runs in
+    a row failed, until `success_threshold` runs in a row pass."""
+
+    failing: bool = False
+    since: float = 0.0
+    """Wall-clock time of the first counted failure of the current (or last) streak."""
+    failures: int = 0
+    successes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from exporter.checks.base import CheckSpec, Observation, Probe
 from exporter.checks.disk import DiskCheck
 from exporter.checks.fsprobe import FsHelper
@@ -16,7 +19,7 @@ from exporter.config import (
     PathCheckConfig,
     TorchCheckConfig,
 )
-from exporter.config.checks import InProcessCheckConfig
+from exporter.config.checks import HttpCheckConfig, InProcessCheckConfig, TcpCheckConfig
 from exporter.gpu.check import GpuCheck
 from exporter.gpu.torch_memory import TorchMemoryCheck
 
@@ -38,39 +41,53 @@ class Unregistered:
 HELPER_RUNNER_MARGIN = 1.0
 
 
+def _gpu(config: GpuCheckConfig, clock: Clock | None) -> Probe:
+    return GpuCheck(
+        expected=config.expected,
+        processes=config.processes,
+        timeout=config.timeout,
+        max_memory_used_ratio=config.max_memory_used_ratio,
+        nvml_module=config.nvml_module,
+        clock=clock,
+    )
+
+
+def _probe(config: HttpCheckConfig | TcpCheckConfig, _clock: Clock | None) -> Probe:
+    # Only configs with probes pay for httpx's import.
+    from exporter.checks.probes import HttpProbe, TcpProbe  # noqa: PLC0415
+
+    return HttpProbe(config) if isinstance(config, HttpCheckConfig) else TcpProbe(config)
+
+
+BUILDERS: dict[type, Callable[[Any, Clock | None], Probe]] = {
+    HostMemoryCheckConfig: lambda c, _: HostMemoryCheck(c.min_available_ratio,
+                                                        c.min_available_bytes),
+    DiskCheckConfig: lambda c, _: DiskCheck(c.path, c.min_avail_ratio, c.min_avail_bytes,
+                                            helper=FsHelper(c.name, c.timeout)),
+    PathCheckConfig: lambda c, _: PathCheck(c.path, c.kind, c.min_size, c.readable,
+                                            c.non_empty, helper=FsHelper(c.name, c.timeout)),
+    GpuCheckConfig: _gpu,
+    TorchCheckConfig: lambda _c, _: TorchMemoryCheck(),
+    InProcessCheckConfig: lambda c, _: Unregistered(c.name),
+    HttpCheckConfig: _probe,
+    TcpCheckConfig: _probe,
+}  # fmt: skip
+"""How each check type's probe is made; a new check type adds its entry here."""
+
+
 def build_probe(config: CheckConfig, clock: Clock | None = None) -> Probe:
     """The probe a check config describes."""
-    if isinstance(config, HostMemoryCheckConfig):
-        return HostMemoryCheck(config.min_available_ratio, config.min_available_bytes)
-    if isinstance(config, DiskCheckConfig):
-        return DiskCheck(
-            config.path, config.min_avail_ratio, config.min_avail_bytes,
-            helper=FsHelper(config.name, config.timeout),
-        )  # fmt: skip
-    if isinstance(config, PathCheckConfig):
-        return PathCheck(
-            config.path, config.kind, config.min_size, config.readable, config.non_empty,
-            helper=FsHelper(config.name, config.timeout),
-        )  # fmt: skip
-    if isinstance(config, GpuCheckConfig):
-        return GpuCheck(
-            expected=config.expected,
-            processes=config.processes,
-            timeout=config.timeout,
-            max_memory_used_ratio=config.max_memory_used_ratio,
-            nvml_module=config.nvml_module,
-            clock=clock,
-        )
-    if isinstance(config, TorchCheckConfig):
-        return TorchMemoryCheck()
-    if isinstance(config, InProcessCheckConfig):
-        return Unregistered(config.name)
-    raise TypeError(f"no probe for check type {type(config).__name__}")
+    builder = BUILDERS.get(type(config))
+    if builder is None:
+        raise TypeError(f"no probe for check type {type(config).__name__}")
+    return builder(config, clock)
 
 
 def build_check(config: CheckConfig, clock: Clock | None = None) -> CheckSpec:
     """A CheckSpec ready to register with a HealthChecker."""
-    helped = (GpuCheckConfig, DiskCheckConfig, PathCheckConfig)
+    # Probes that bound their own runs (helper processes, HTTP/TCP deadlines) report their
+    # own timeout; the runner's deadline is the backstop.
+    helped = (GpuCheckConfig, DiskCheckConfig, PathCheckConfig, HttpCheckConfig, TcpCheckConfig)
     margin = HELPER_RUNNER_MARGIN if isinstance(config, helped) else 0.0
     return CheckSpec(
         name=config.name,
@@ -79,4 +96,7 @@ def build_check(config: CheckConfig, clock: Clock | None = None) -> CheckSpec:
         timeout=config.timeout + margin,
         critical=config.critical,
         enabled=config.enabled,
+        failure_threshold=config.failure_threshold,
+        success_threshold=config.success_threshold,
+        start_period=config.start_period,
     )

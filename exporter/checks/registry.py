@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -14,6 +15,7 @@ from exporter.checks.base import (
     Observation,
     Probe,
     ProbeResult,
+    Streak,
     SystemHealthStatus,
     overall_status,
 )
@@ -35,6 +37,20 @@ class CheckState:
     last: CheckResult | None
     last_success: float | None
     stuck: bool
+    streak: Streak = dataclasses.field(default_factory=Streak)
+
+
+def advance(streak: Streak, spec: CheckSpec, ok: bool, at: float, counted: bool) -> Streak:
+    """The streak after one more run (a failure in the start period is not counted)."""
+    if ok:
+        successes = streak.successes + 1
+        return Streak(streak.failing and successes < spec.success_threshold, streak.since,
+                      0, successes)  # fmt: skip
+    if not counted:
+        return streak
+    since = streak.since if streak.failures or streak.failing else at
+    failures = streak.failures + 1
+    return Streak(streak.failing or failures >= spec.failure_threshold, since, failures, 0)
 
 
 def _observe(value: ProbeResult) -> Observation:
@@ -62,6 +78,8 @@ class HealthChecker:
         self._enabled: dict[str, bool] = {}
         self._last: dict[str, CheckResult] = {}
         self._last_success: dict[str, float] = {}
+        self._streaks: dict[str, Streak] = {}
+        self._registered_at: dict[str, float] = {}
         self._listeners: list[ResultListener] = []
 
     # --- registration -------------------------------------------------------------------
@@ -72,6 +90,7 @@ class HealthChecker:
                 raise ValueError(f"a check named {spec.name!r} is already registered")
             self._specs[spec.name] = spec
             self._enabled[spec.name] = spec.enabled
+            self._registered_at[spec.name] = self._clock.monotonic()
 
     def register_probe(
         self,
@@ -91,7 +110,7 @@ class HealthChecker:
         """Swap the function of a registered check (keeps its schedule and settings)."""
         with self._lock:
             spec = self._require(name)
-            spec = CheckSpec(name, probe, spec.interval, spec.timeout, spec.critical, spec.enabled)
+            spec = dataclasses.replace(spec, probe=probe)
             self._specs[name] = spec
             return spec
 
@@ -99,7 +118,8 @@ class HealthChecker:
         """Remove a check and forget its results."""
         with self._lock:
             self._require(name)
-            for table in (self._specs, self._enabled, self._last, self._last_success):
+            for table in (self._specs, self._enabled, self._last, self._last_success,
+                          self._streaks, self._registered_at):  # fmt: skip
                 table.pop(name, None)
 
     def enable(self, name: str) -> None:
@@ -150,6 +170,9 @@ class HealthChecker:
             self._last[name] = result
             if ok:
                 self._last_success[name] = started_wall + result.duration
+            settling = self._clock.monotonic() - self._registered_at[name] < spec.start_period
+            self._streaks[name] = advance(self._streaks.get(name, Streak()), spec, ok,
+                                          started_wall, counted=not settling)  # fmt: skip
         self._notify(result)
         return result
 
@@ -176,6 +199,12 @@ class HealthChecker:
         return results
 
     # --- reading ------------------------------------------------------------------------
+    def streak(self, name: str) -> Streak:
+        """Where the check stands over its recent runs (see Streak)."""
+        with self._lock:
+            self._require(name)
+            return self._streaks.get(name, Streak())
+
     def names(self) -> list[str]:
         """Registered check names, in registration order."""
         with self._lock:
@@ -192,6 +221,7 @@ class HealthChecker:
                     self._last_success.get(name),
                     self._runner.stuck(name)
                     or (isinstance(spec.probe, ManagedProbe) and spec.probe.stuck()),
+                    self._streaks.get(name, Streak()),
                 )
                 for name, spec in self._specs.items()
             ]

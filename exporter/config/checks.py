@@ -3,45 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from exporter.config.base import DEFAULT_CHECK_TIMEOUT, CheckName, PositiveDuration, Ratio, Strict
-from exporter.config.units import ByteSize, parse_duration
-
-
-class CheckBase(Strict):
-    """What every check has: a name, how often it runs and how long it may take."""
-
-    name: CheckName
-    interval: PositiveDuration = 15.0
-    timeout: PositiveDuration = DEFAULT_CHECK_TIMEOUT
-    enabled: bool = True
-    critical: bool = Field(
-        default=False, description="a failing critical check makes the host unhealthy"
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_timeout(cls, data: Any) -> Any:
-        """An unset timeout is 5s, or the interval when that is shorter."""
-        if isinstance(data, dict) and "timeout" not in data and "interval" in data:
-            try:
-                interval = float(parse_duration(data["interval"]))
-            except (TypeError, ValueError):
-                return data  # the interval's own error is reported
-            if 0 < interval < DEFAULT_CHECK_TIMEOUT:
-                return {**data, "timeout": interval}
-        return data
-
-    @model_validator(mode="after")
-    def _timeout_within_interval(self) -> CheckBase:
-        if self.timeout > self.interval:
-            raise ValueError(
-                f"timeout ({self.timeout:g}s) must not exceed interval ({self.interval:g}s)"
-            )
-        return self
+from exporter.config.base import Ratio
+from exporter.config.checkbase import CheckBase
+from exporter.config.probes import HttpCheckConfig, TcpCheckConfig
+from exporter.config.units import ByteSize
 
 
 class HostMemoryCheckConfig(CheckBase):
@@ -112,6 +81,14 @@ CheckConfig = Annotated[
     | PathCheckConfig
     | GpuCheckConfig
     | TorchCheckConfig
-    | InProcessCheckConfig,
+    | InProcessCheckConfig
+    | HttpCheckConfig
+    | TcpCheckConfig,
     Field(discriminator="type"),
 ]
+
+__all__ = [
+    "CheckBase", "CheckConfig", "DiskCheckConfig", "GpuCheckConfig", "HostMemoryCheckConfig",
+    "HttpCheckConfig", "InProcessCheckConfig", "PathCheckConfig", "TcpCheckConfig",
+    "TorchCheckConfig",
+]  # fmt: skip

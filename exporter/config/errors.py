@@ -107,6 +107,8 @@ def _fields_at(model: type[BaseModel], loc: Sequence[str | int], data: Any) -> l
             "gpu": checks.GpuCheckConfig,
             "torch": checks.TorchCheckConfig,
             "in_process": checks.InProcessCheckConfig,
+            "http": checks.HttpCheckConfig,
+            "tcp": checks.TcpCheckConfig,
         }
         return list(by_type[kind].model_fields) if kind in by_type else []
     current: type[BaseModel] | None = model

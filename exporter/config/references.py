@@ -80,7 +80,8 @@ def actions(recovery: Any) -> Found:
 
 
 def verify_and_routes(config: Any) -> Found:
-    """verify: naming no check, and routes naming a failure type with no ladder."""
+    """verify: naming no check, and routes and check triggers naming a failure type with no
+    ladder."""
     root = _mapping(config)
     names = {_mapping(c).get("name") for c in _items(root.get("checks"))}
     failures = _mapping(_mapping(root.get("recovery")).get("failures"))
@@ -90,6 +91,11 @@ def verify_and_routes(config: Any) -> Found:
             if isinstance(name, str) and name not in names:
                 found.append((("recovery", "failures", failure, "verify", index),
                               f"no check named {name!r}"))  # fmt: skip
+    for index, check in enumerate(_items(root.get("checks"))):
+        wanted = _mapping(check).get("trigger")
+        if isinstance(wanted, str) and wanted not in failures:
+            found.append((("checks", index, "trigger"),
+                          f"{wanted!r} has no ladder under recovery.failures"))  # fmt: skip
     for index, route in enumerate(_items(_mapping(root.get("webhook")).get("routes"))):
         wanted = _mapping(route).get("failure_type")
         if isinstance(wanted, str) and wanted not in failures:

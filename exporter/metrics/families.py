@@ -9,6 +9,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.checks import CheckState, FilesystemUsage, HealthChecker, HostMemory, PathPresence
+from exporter.checks.base import ProbeFact
 from exporter.gpu.facts import GpuDevice, NvmlState, TorchMemory
 from exporter.metrics.gpu import device_families, nvml_families, torch_families
 
@@ -61,10 +62,32 @@ def _paths(check: str, facts: list[PathPresence]) -> Iterator[Metric]:
     yield family
 
 
+def _probes(check: str, facts: list[ProbeFact]) -> Iterator[Metric]:
+    fact = facts[-1]
+    labels = ["check"]
+    success = GaugeMetricFamily(
+        "medic_probe_success", "1 when the probe's last run passed.", labels=labels
+    )
+    success.add_metric([check], 1.0 if fact.success else 0.0)
+    duration = GaugeMetricFamily(
+        "medic_probe_duration_seconds", "How long the probe's last run took.", labels=labels
+    )
+    duration.add_metric([check], fact.duration)
+    yield from (success, duration)
+    if fact.status_code is not None:
+        status = GaugeMetricFamily(
+            "medic_probe_http_status_code", "The HTTP status of the probe's last answer.",
+            labels=labels,
+        )  # fmt: skip
+        status.add_metric([check], float(fact.status_code))
+        yield status
+
+
 FACT_FAMILIES: dict[type, FactFamilies] = {
     HostMemory: _host_memory,
     FilesystemUsage: _filesystems,
     PathPresence: _paths,
+    ProbeFact: _probes,
     NvmlState: nvml_families,
     GpuDevice: device_families,
     TorchMemory: torch_families,
@@ -139,14 +162,20 @@ def _check_families(states: list[CheckState]) -> list[Metric]:
         "1 while a run that overran its timeout has not returned.",
         labels=["check"],
     )
+    failing = GaugeMetricFamily(
+        "medic_check_failing",
+        "1 once failure_threshold runs in a row failed, until success_threshold pass.",
+        labels=["check"],
+    )
     for state in states:
         name = [state.spec.name]
         stuck.add_metric(name, 1.0 if state.stuck else 0.0)
+        failing.add_metric(name, 1.0 if state.streak.failing else 0.0)
         last_ok.add_metric(name, state.last_success or 0.0)
         if state.last is not None:
             success.add_metric(name, 1.0 if state.last.ok else 0.0)
             duration.add_metric(name, state.last.duration)
-    return [success, duration, last_ok, stuck]
+    return [success, duration, last_ok, stuck, failing]
 
 
 class ExporterCollector(Collector):

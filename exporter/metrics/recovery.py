@@ -13,6 +13,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from exporter.recovery.engine import RecoveryEngine
+from exporter.recovery.triggers import LocalTriggers
 
 
 class RecoveryCollector(Collector):
@@ -86,3 +87,26 @@ class RecoveryCollector(Collector):
             "medic_recovery_journal_up", "1 while the journal's writes reach the disk.",
             value=1.0 if self._engine.journal_healthy else 0.0,
         )  # fmt: skip
+
+
+class TriggerCollector(Collector):
+    """medic_check_triggers_total: what became of each local trigger (born at 0)."""
+
+    def __init__(self, triggers: LocalTriggers) -> None:
+        self._triggers = triggers
+
+    def describe(self) -> list[Metric]:
+        """Nothing to pre-declare."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """One series per check with a trigger and result."""
+        family = CounterMetricFamily(
+            "medic_check_triggers",
+            "Local triggers of checks that became failing, by what became of them: accepted, "
+            "duplicate, held_silenced (an Alertmanager silence holds it), refused.",
+            labels=["check", "result"],
+        )
+        for (check, result), count in sorted(dict(self._triggers.counts).items()):
+            family.add_metric([check, result], count)
+        yield family

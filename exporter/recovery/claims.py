@@ -28,7 +28,7 @@ from exporter.recovery.episode import Episode
 from exporter.recovery.journal import Journal, Opened
 from exporter.recovery.types import QUEUED, RESOLVED, FailureEvent
 
-DURABLE_SOURCES = frozenset({"alert", "api"})
+DURABLE_SOURCES = frozenset({"alert", "api", "check"})
 """Sources that retry when refused: they are only accepted with a journal to hold them.
 (An embedding app's own report has no one to lose it to: it dies with the process.)"""
 

@@ -199,7 +199,10 @@ class Ladder:
             else:
                 recovered, why = await verify(self._health, ladder, rung, self._stopping)
                 outcome = Outcome.SUCCEEDED if recovered else Outcome.NOT_RECOVERED
-                detail = (result.detail or why) if recovered else why
+                detail = why
+                if recovered and result.detail:
+                    # What the action said, and what verification found when there was any.
+                    detail = f"{result.detail}; {why}" if ladder.verify else result.detail
         elapsed = None if started is None else self._clock.monotonic() - started
         if outcome is Outcome.SUCCEEDED:
             await self.endings.end(

@@ -50,7 +50,7 @@ class FailureEvent:
 
     failure_type: str
     source: str
-    """"alert", "app" or "api"."""
+    """"alert", "app", "api" or "check" (a local trigger)."""
     labels: dict[str, str] = field(default_factory=dict)
     dedup_key: str | None = None
     """Same key, same episode: handled once. An alert's is fingerprint + startsAt."""

@@ -123,6 +123,16 @@ class Identity:
                     return Verdict(host.lower() in self._names, f"{label}={value!r}")
         return Verdict(self._unlabeled_mine, "no host label")
 
+    def equalities(self) -> dict[str, str]:
+        """The labels the configured identity pins to one value (node="gpu-07"): what a
+        silence by host would name. Empty for the built-in identity."""
+        found: dict[str, str] = {}
+        for label, matchers in self._by_label:
+            for matcher in matchers:
+                if matcher.op == "=" and label not in found:
+                    found[label] = matcher.value
+        return found
+
     def pushdown(self) -> str | None:
         """One Alertmanager filter matcher that keeps every alert check() accepts, when the
         identity can say it exactly (one label, unlabeled alerts not this host's)."""

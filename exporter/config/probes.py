@@ -1,0 +1,88 @@
+"""Probe checks of the model server from outside: HTTP and TCP.
+
+Option names follow blackbox_exporter (valid_status_codes, fail_if_body_matches_regexp …)
+and the thresholds Kubernetes probes (failure_threshold, success_threshold, on CheckBase).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from exporter.config.base import Strict
+from exporter.config.checkbase import CheckBase
+from exporter.config.server import BasicAuthConfig, SecretConfig
+from exporter.config.units import ByteSize
+from exporter.config.webhook import ClientTlsConfig
+
+HttpUrl = Annotated[str, Field(pattern=r"^https?://")]
+
+
+def _compiles(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return patterns
+
+
+class JsonFieldConfig(Strict):
+    """A field of a JSON answer that must hold a value: `field` is a dotted path
+    (`data.status`, `models.0.id`)."""
+
+    field: Annotated[str, Field(min_length=1)]
+    equals: str | int | float | bool | None = None
+
+
+class HttpCheckConfig(CheckBase):
+    """An HTTP request to the model server; passes on an expected status (and body)."""
+
+    type: Literal["http"]
+    url: HttpUrl
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | None = Field(default=None, description="request body, sent as given")
+    valid_status_codes: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=list, description="statuses that pass; empty: any 2xx"
+    )
+    fail_if_body_matches_regexp: list[str] = Field(default_factory=list)
+    fail_if_body_not_matches_regexp: list[str] = Field(default_factory=list)
+    body_json: JsonFieldConfig | None = Field(
+        default=None, description="the answer is JSON and this field holds this value"
+    )
+    bearer_token: SecretConfig | None = None
+    basic_auth: BasicAuthConfig | None = None
+    tls: ClientTlsConfig | None = None
+    follow_redirects: bool = True
+    body_size_limit: ByteSize = Field(
+        default=1024 * 1024, ge=1, description="read at most this much of the answer"
+    )
+
+    _patterns = field_validator("fail_if_body_matches_regexp", "fail_if_body_not_matches_regexp")(
+        _compiles
+    )
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> HttpCheckConfig:
+        if self.bearer_token is not None and self.basic_auth is not None:
+            raise ValueError("give at most one of bearer_token or basic_auth")
+        return self
+
+
+class TcpCheckConfig(CheckBase):
+    """A TCP connection to host:port; with `expect`, the first bytes read must match."""
+
+    type: Literal["tcp"]
+    address: Annotated[str, Field(pattern=r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")]
+    send: str | None = Field(default=None, description="sent once connected")
+    expect: str | None = Field(default=None, description="a regexp the answer must match")
+
+    @field_validator("expect")
+    @classmethod
+    def _expect_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compiles([value])
+        return value
