@@ -19,7 +19,12 @@ from exporter.config import (
     PathCheckConfig,
     TorchCheckConfig,
 )
-from exporter.config.checks import HttpCheckConfig, InProcessCheckConfig, TcpCheckConfig
+from exporter.config.checks import (
+    HttpCheckConfig,
+    InProcessCheckConfig,
+    MetricsCheckConfig,
+    TcpCheckConfig,
+)
 from exporter.gpu.check import GpuCheck
 from exporter.gpu.torch_memory import TorchMemoryCheck
 
@@ -59,6 +64,12 @@ def _probe(config: HttpCheckConfig | TcpCheckConfig, _clock: Clock | None) -> Pr
     return HttpProbe(config) if isinstance(config, HttpCheckConfig) else TcpProbe(config)
 
 
+def _metrics(config: MetricsCheckConfig, clock: Clock | None) -> Probe:
+    from exporter.checks.scrape import MetricsProbe  # noqa: PLC0415 - httpx, on demand
+
+    return MetricsProbe(config, clock)
+
+
 BUILDERS: dict[type, Callable[[Any, Clock | None], Probe]] = {
     HostMemoryCheckConfig: lambda c, _: HostMemoryCheck(c.min_available_ratio,
                                                         c.min_available_bytes),
@@ -71,6 +82,7 @@ BUILDERS: dict[type, Callable[[Any, Clock | None], Probe]] = {
     InProcessCheckConfig: lambda c, _: Unregistered(c.name),
     HttpCheckConfig: _probe,
     TcpCheckConfig: _probe,
+    MetricsCheckConfig: _metrics,
 }  # fmt: skip
 """How each check type's probe is made; a new check type adds its entry here."""
 
@@ -87,7 +99,8 @@ def build_check(config: CheckConfig, clock: Clock | None = None) -> CheckSpec:
     """A CheckSpec ready to register with a HealthChecker."""
     # Probes that bound their own runs (helper processes, HTTP/TCP deadlines) report their
     # own timeout; the runner's deadline is the backstop.
-    helped = (GpuCheckConfig, DiskCheckConfig, PathCheckConfig, HttpCheckConfig, TcpCheckConfig)
+    helped = (GpuCheckConfig, DiskCheckConfig, PathCheckConfig, HttpCheckConfig, TcpCheckConfig,
+              MetricsCheckConfig)  # fmt: skip
     margin = HELPER_RUNNER_MARGIN if isinstance(config, helped) else 0.0
     return CheckSpec(
         name=config.name,

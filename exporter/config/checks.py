@@ -9,6 +9,7 @@ from pydantic import Field
 
 from exporter.config.base import Ratio
 from exporter.config.checkbase import CheckBase
+from exporter.config.metricscheck import MetricsCheckConfig
 from exporter.config.probes import HttpCheckConfig, TcpCheckConfig
 from exporter.config.units import ByteSize
 
@@ -83,12 +84,14 @@ CheckConfig = Annotated[
     | TorchCheckConfig
     | InProcessCheckConfig
     | HttpCheckConfig
-    | TcpCheckConfig,
+    | TcpCheckConfig
+    | MetricsCheckConfig,
     Field(discriminator="type"),
 ]
 
 __all__ = [
     "CheckBase", "CheckConfig", "DiskCheckConfig", "GpuCheckConfig", "HostMemoryCheckConfig",
-    "HttpCheckConfig", "InProcessCheckConfig", "PathCheckConfig", "TcpCheckConfig",
+    "HttpCheckConfig", "InProcessCheckConfig", "MetricsCheckConfig", "PathCheckConfig",
+    "TcpCheckConfig",
     "TorchCheckConfig",
 ]  # fmt: skip

@@ -109,6 +109,7 @@ def _fields_at(model: type[BaseModel], loc: Sequence[str | int], data: Any) -> l
             "in_process": checks.InProcessCheckConfig,
             "http": checks.HttpCheckConfig,
             "tcp": checks.TcpCheckConfig,
+            "metrics": checks.MetricsCheckConfig,
         }
         return list(by_type[kind].model_fields) if kind in by_type else []
     current: type[BaseModel] | None = model

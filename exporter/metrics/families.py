@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 from exporter.checks import CheckState, FilesystemUsage, HealthChecker, HostMemory, PathPresence
 from exporter.checks.base import ProbeFact
+from exporter.checks.metricrules import RuleFact
 from exporter.gpu.facts import GpuDevice, NvmlState, TorchMemory
 from exporter.metrics.gpu import device_families, nvml_families, torch_families
 
@@ -83,11 +84,29 @@ def _probes(check: str, facts: list[ProbeFact]) -> Iterator[Metric]:
         yield status
 
 
+def _rules(check: str, facts: list[RuleFact]) -> Iterator[Metric]:
+    labels = ["check", "rule"]
+    value = GaugeMetricFamily(
+        "medic_metric_rule_value",
+        "What a metrics check's rule read on the last scrape (a stalled rule: work present).",
+        labels=labels,
+    )
+    firing = GaugeMetricFamily(
+        "medic_metric_rule_firing", "1 while a metrics check's rule fires.", labels=labels
+    )
+    for fact in facts:
+        if fact.value is not None:
+            value.add_metric([check, fact.rule], fact.value)
+        firing.add_metric([check, fact.rule], 1.0 if fact.firing else 0.0)
+    yield from (value, firing)
+
+
 FACT_FAMILIES: dict[type, FactFamilies] = {
     HostMemory: _host_memory,
     FilesystemUsage: _filesystems,
     PathPresence: _paths,
     ProbeFact: _probes,
+    RuleFact: _rules,
     NvmlState: nvml_families,
     GpuDevice: device_families,
     TorchMemory: torch_families,
