@@ -22,6 +22,7 @@ from exporter.config import (
 from exporter.config.checks import (
     HttpCheckConfig,
     InProcessCheckConfig,
+    LogCheckConfig,
     MetricsCheckConfig,
     TcpCheckConfig,
 )
@@ -70,6 +71,12 @@ def _metrics(config: MetricsCheckConfig, clock: Clock | None) -> Probe:
     return MetricsProbe(config, clock)
 
 
+def _log(config: LogCheckConfig, clock: Clock | None) -> Probe:
+    from exporter.checks.logs import LogProbe  # noqa: PLC0415 - only where configured
+
+    return LogProbe(config, clock)
+
+
 BUILDERS: dict[type, Callable[[Any, Clock | None], Probe]] = {
     HostMemoryCheckConfig: lambda c, _: HostMemoryCheck(c.min_available_ratio,
                                                         c.min_available_bytes),
@@ -83,6 +90,7 @@ BUILDERS: dict[type, Callable[[Any, Clock | None], Probe]] = {
     HttpCheckConfig: _probe,
     TcpCheckConfig: _probe,
     MetricsCheckConfig: _metrics,
+    LogCheckConfig: _log,
 }  # fmt: skip
 """How each check type's probe is made; a new check type adds its entry here."""
 

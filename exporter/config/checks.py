@@ -9,6 +9,7 @@ from pydantic import Field
 
 from exporter.config.base import Ratio
 from exporter.config.checkbase import CheckBase
+from exporter.config.logcheck import LogCheckConfig
 from exporter.config.metricscheck import MetricsCheckConfig
 from exporter.config.probes import HttpCheckConfig, TcpCheckConfig
 from exporter.config.units import ByteSize
@@ -85,13 +86,15 @@ CheckConfig = Annotated[
     | InProcessCheckConfig
     | HttpCheckConfig
     | TcpCheckConfig
-    | MetricsCheckConfig,
+    | MetricsCheckConfig
+    | LogCheckConfig,
     Field(discriminator="type"),
 ]
 
 __all__ = [
     "CheckBase", "CheckConfig", "DiskCheckConfig", "GpuCheckConfig", "HostMemoryCheckConfig",
-    "HttpCheckConfig", "InProcessCheckConfig", "MetricsCheckConfig", "PathCheckConfig",
+    "HttpCheckConfig", "InProcessCheckConfig", "LogCheckConfig", "MetricsCheckConfig",
+    "PathCheckConfig",
     "TcpCheckConfig",
     "TorchCheckConfig",
 ]  # fmt: skip

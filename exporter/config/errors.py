@@ -110,6 +110,7 @@ def _fields_at(model: type[BaseModel], loc: Sequence[str | int], data: Any) -> l
             "http": checks.HttpCheckConfig,
             "tcp": checks.TcpCheckConfig,
             "metrics": checks.MetricsCheckConfig,
+            "log": checks.LogCheckConfig,
         }
         return list(by_type[kind].model_fields) if kind in by_type else []
     current: type[BaseModel] | None = model

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.checks import CheckState, FilesystemUsage, HealthChecker, HostMemory, PathPresence
 from exporter.checks.base import ProbeFact
+from exporter.checks.logs import LogFact
 from exporter.checks.metricrules import RuleFact
 from exporter.gpu.facts import GpuDevice, NvmlState, TorchMemory
 from exporter.metrics.gpu import device_families, nvml_families, torch_families
@@ -101,12 +102,27 @@ def _rules(check: str, facts: list[RuleFact]) -> Iterator[Metric]:
     yield from (value, firing)
 
 
+def _logs(check: str, facts: list[LogFact]) -> Iterator[Metric]:
+    fact = facts[-1]
+    matches = CounterMetricFamily(
+        "medic_log_matches",
+        "Log lines matching a pattern, a burst counted once per burst window.",
+        labels=["check", "pattern"],
+    )
+    for pattern, count in fact.matches:
+        matches.add_metric([check, pattern], count)
+    lines = CounterMetricFamily("medic_log_lines", "Log lines read.", labels=["check"])
+    lines.add_metric([check], fact.lines)
+    yield from (matches, lines)
+
+
 FACT_FAMILIES: dict[type, FactFamilies] = {
     HostMemory: _host_memory,
     FilesystemUsage: _filesystems,
     PathPresence: _paths,
     ProbeFact: _probes,
     RuleFact: _rules,
+    LogFact: _logs,
     NvmlState: nvml_families,
     GpuDevice: device_families,
     TorchMemory: torch_families,
