@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from exporter.checks import CheckResult, HealthChecker
 from exporter.checks.base import Observation, Probe
-from exporter.checks.factory import build_check
+from exporter.checks.factory import build_check, wire_progress
 from exporter.clock import Clock, SystemClock
 from exporter.config import (
     BreakerConfig,
@@ -131,6 +131,7 @@ class Medic:
         self.health = HealthChecker(self.clock)
         for check in config.checks:
             self.health.register(build_check(check, self.clock))
+        wire_progress(self.health, config.checks)
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.registry.register(ExporterCollector(__version__, abandoned=released_by_kind))
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds ...:

@@ -17,6 +17,9 @@ class Observation:
 
     facts: tuple[object, ...] = ()
     problems: tuple[str, ...] = ()
+    skipped: str = ""
+    """Why this run did not probe at all (a request still in flight, the server busy making
+    progress): neither a pass nor a failure; the check's state stays as it was."""
 
 
 @dataclass(frozen=True, slots=True)

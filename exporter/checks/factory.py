@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from exporter.checks.base import CheckSpec, Observation, Probe
@@ -10,6 +10,7 @@ from exporter.checks.disk import DiskCheck
 from exporter.checks.fsprobe import FsHelper
 from exporter.checks.host import HostMemoryCheck
 from exporter.checks.paths import PathCheck
+from exporter.checks.registry import HealthChecker
 from exporter.clock import Clock
 from exporter.config import (
     CheckConfig,
@@ -24,6 +25,7 @@ from exporter.config.checks import (
     InProcessCheckConfig,
     LogCheckConfig,
     MetricsCheckConfig,
+    RequestCheckConfig,
     TcpCheckConfig,
 )
 from exporter.gpu.check import GpuCheck
@@ -58,10 +60,14 @@ def _gpu(config: GpuCheckConfig, clock: Clock | None) -> Probe:
     )
 
 
-def _probe(config: HttpCheckConfig | TcpCheckConfig, _clock: Clock | None) -> Probe:
+def _probe(
+    config: HttpCheckConfig | TcpCheckConfig | RequestCheckConfig, _clock: Clock | None
+) -> Probe:
     # Only configs with probes pay for httpx's import.
-    from exporter.checks.probes import HttpProbe, TcpProbe  # noqa: PLC0415
+    from exporter.checks.probes import HttpProbe, RequestProbe, TcpProbe  # noqa: PLC0415
 
+    if isinstance(config, RequestCheckConfig):
+        return RequestProbe(config)
     return HttpProbe(config) if isinstance(config, HttpCheckConfig) else TcpProbe(config)
 
 
@@ -91,6 +97,7 @@ BUILDERS: dict[type, Callable[[Any, Clock | None], Probe]] = {
     TcpCheckConfig: _probe,
     MetricsCheckConfig: _metrics,
     LogCheckConfig: _log,
+    RequestCheckConfig: _probe,
 }  # fmt: skip
 """How each check type's probe is made; a new check type adds its entry here."""
 
@@ -108,7 +115,7 @@ def build_check(config: CheckConfig, clock: Clock | None = None) -> CheckSpec:
     # Probes that bound their own runs (helper processes, HTTP/TCP deadlines) report their
     # own timeout; the runner's deadline is the backstop.
     helped = (GpuCheckConfig, DiskCheckConfig, PathCheckConfig, HttpCheckConfig, TcpCheckConfig,
-              MetricsCheckConfig)  # fmt: skip
+              MetricsCheckConfig, RequestCheckConfig)  # fmt: skip
     margin = HELPER_RUNNER_MARGIN if isinstance(config, helped) else 0.0
     return CheckSpec(
         name=config.name,
@@ -121,3 +128,14 @@ def build_check(config: CheckConfig, clock: Clock | None = None) -> CheckSpec:
         success_threshold=config.success_threshold,
         start_period=config.start_period,
     )
+
+
+def wire_progress(health: HealthChecker, configs: Iterable[CheckConfig]) -> None:
+    """Give each request probe the metrics check it skips on (skip_while_progressing)."""
+    for config in configs:
+        if isinstance(config, RequestCheckConfig) and config.skip_while_progressing:
+            probe = health.probe(config.name)
+            source = health.probe(config.skip_while_progressing)
+            progressing = getattr(source, "progressing", None)
+            if progressing is not None:
+                probe.progressing = progressing  # type: ignore[attr-defined]

@@ -90,13 +90,20 @@ class RuleEvaluator:
             self._history.popleft()
         return [self._evaluate(rule, at) for rule in self.rules]
 
-    def progressing(self, within: float) -> bool:
-        """Whether any stalled rule's progress counters grew in the last `within` seconds."""
+    def progressing(self, within: float, now: float) -> bool:
+        """Whether any stalled rule's progress counters grew in the `within` seconds before
+        `now` (scrapes older than that, e.g. of a /metrics that stopped answering, say
+        nothing)."""
+        recent = [(at, s) for at, s in self._history if at >= now - within]
         for rule in self.rules:
-            if rule.kind == "stalled" and rule.progress:
-                readings = self._readings(rule.progress, {}, within, summed=True)
-                if len(readings) >= 2 and increase(readings) > 0:
-                    return True
+            if rule.kind != "stalled" or not rule.progress:
+                continue
+            readings = [
+                sum(v for n in rule.progress for _, v in _selected(s.get(n, []), rule.labels))
+                for _, s in recent
+            ]
+            if len(readings) >= 2 and increase(readings) > 0:
+                return True
         return False
 
     # --- the kinds ----------------------------------------------------------------------

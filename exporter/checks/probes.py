@@ -11,13 +11,20 @@ import json
 import re
 import socket
 import ssl
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from exporter.checks.base import Observation, ProbeFact
-from exporter.config.probes import HttpCheckConfig, JsonFieldConfig, TcpCheckConfig
+from exporter.config.probes import (
+    HttpCheckConfig,
+    JsonFieldConfig,
+    RequestCheckConfig,
+    TcpCheckConfig,
+)
 from exporter.webhook.auth import SecretError, read_secret
 
 
@@ -60,6 +67,8 @@ def json_problem(body: bytes, rule: JsonFieldConfig) -> str | None:
 class HttpProbe:
     """One HTTP request per run; passes on a valid status and the body rules."""
 
+    KIND = "http"
+
     def __init__(self, config: HttpCheckConfig) -> None:
         self._config = config
         self._setup_error = ""
@@ -97,8 +106,9 @@ class HttpProbe:
         deadline = _Deadline(config.timeout)
         started = time.monotonic()
         status, body, problem = None, b"", None
+        method, url, content = self._target()
         try:
-            with self._client.stream(config.method, config.url, content=config.body) as answer:
+            with self._client.stream(method, url, content=content) as answer:
                 status = answer.status_code
                 chunks, size = [], 0
                 for chunk in answer.iter_bytes():
@@ -115,9 +125,15 @@ class HttpProbe:
             problem = f"{type(exc).__name__}: {exc}"
         duration = time.monotonic() - started
         if problem is None:
-            problem = self._judge(status, body)
-        fact = ProbeFact("http", problem is None, duration, status)
+            problem = self._judge(status, body) or self._slow(duration)
+        fact = ProbeFact(self.KIND, problem is None, duration, status)
         return Observation((fact,), (problem,) if problem else ())
+
+    def _target(self) -> tuple[str, str, str | None]:
+        return self._config.method, self._config.url, self._config.body
+
+    def _slow(self, _duration: float) -> str | None:
+        return None
 
     def _judge(self, status: int | None, body: bytes) -> str | None:
         config = self._config
@@ -198,3 +214,48 @@ class TcpProbe:
 
     def close(self) -> None:
         """Nothing is kept open between runs."""
+
+
+class RequestProbe(HttpProbe):
+    """A synthetic request: one tiny real generation. Never two at once (a second run while
+    one is in flight is skipped), cancelled at the timeout (the connection closes, which
+    aborts the request in vLLM and friends), and skipped while the server's own metrics
+    show progress: a busy server is not probed into the ground."""
+
+    KIND = "request"
+
+    def __init__(self, config: RequestCheckConfig) -> None:
+        super().__init__(config)
+        self._request = config
+        self._in_flight = threading.Lock()
+        self.progressing: Callable[[float], bool] | None = None
+        """Set by the composition root from the metrics check named in
+        skip_while_progressing: whether progress counters grew within a window."""
+
+    def __call__(self) -> Observation:
+        """Skip while progressing or in flight; else one request."""
+        config = self._request
+        window = config.progress_window or 2 * config.interval
+        if self.progressing is not None and self.progressing(window):
+            return Observation(skipped="the server's progress counters are growing")
+        if not self._in_flight.acquire(blocking=False):
+            return Observation(skipped="the previous request is still in flight")
+        try:
+            return super().__call__()
+        finally:
+            self._in_flight.release()
+
+    def _target(self) -> tuple[str, str, str | None]:
+        return self._request.request()
+
+    def _judge(self, status: int | None, body: bytes) -> str | None:
+        problem = super()._judge(status, body)
+        if problem is None and self._request.api != "custom" and self._request.body_json is None:
+            problem = json_problem(body, JsonFieldConfig(field="choices"))
+        return problem
+
+    def _slow(self, duration: float) -> str | None:
+        bound = self._request.max_latency
+        if bound is not None and duration > bound:
+            return f"answered in {duration:.2f}s, above max_latency {bound:g}s"
+        return None

@@ -38,6 +38,8 @@ class CheckState:
     last_success: float | None
     stuck: bool
     streak: Streak = dataclasses.field(default_factory=Streak)
+    skipped: int = 0
+    """Runs that did not probe (see Observation.skipped)."""
 
 
 def advance(streak: Streak, spec: CheckSpec, ok: bool, at: float, counted: bool) -> Streak:
@@ -79,6 +81,7 @@ class HealthChecker:
         self._last: dict[str, CheckResult] = {}
         self._last_success: dict[str, float] = {}
         self._streaks: dict[str, Streak] = {}
+        self._skips: dict[str, int] = {}
         self._registered_at: dict[str, float] = {}
         self._listeners: list[ResultListener] = []
 
@@ -119,7 +122,7 @@ class HealthChecker:
         with self._lock:
             self._require(name)
             for table in (self._specs, self._enabled, self._last, self._last_success,
-                          self._streaks, self._registered_at):  # fmt: skip
+                          self._streaks, self._registered_at, self._skips):  # fmt: skip
                 table.pop(name, None)
 
     def enable(self, name: str) -> None:
@@ -148,6 +151,8 @@ class HealthChecker:
         started_wall, started = self._clock.time(), self._clock.monotonic()
         try:
             observation = _observe(self._runner.call(name, spec.probe, spec.timeout))
+            if observation.skipped:
+                return self._skipped(name, observation.skipped, started_wall)
             ok, reason = not observation.problems, "; ".join(observation.problems)
             facts = observation.facts
         except CallTimeout:
@@ -176,6 +181,16 @@ class HealthChecker:
         self._notify(result)
         return result
 
+    def _skipped(self, name: str, why: str, at: float) -> CheckResult:
+        """A run that did not probe: counted, and the last real result stands (a verify
+        that meets a skip looks again; it never takes a skip for a pass)."""
+        with self._lock:
+            self._skips[name] = self._skips.get(name, 0) + 1
+            last = self._last.get(name)
+        self._notify(None)
+        ok = last.ok if last is not None else False
+        return CheckResult(name, ok, f"skipped: {why}", at, 0.0, last.facts if last else ())
+
     def run_if_enabled(self, name: str) -> CheckResult | None:
         """The scheduler's entry point: run unless disabled or since removed."""
         with self._lock:
@@ -199,6 +214,11 @@ class HealthChecker:
         return results
 
     # --- reading ------------------------------------------------------------------------
+    def probe(self, name: str) -> Probe:
+        """The probe a registered check runs (to wire probes that read each other)."""
+        with self._lock:
+            return self._require(name).probe
+
     def streak(self, name: str) -> Streak:
         """Where the check stands over its recent runs (see Streak)."""
         with self._lock:
@@ -222,6 +242,7 @@ class HealthChecker:
                     self._runner.stuck(name)
                     or (isinstance(spec.probe, ManagedProbe) and spec.probe.stuck()),
                     self._streaks.get(name, Streak()),
+                    self._skips.get(name, 0),
                 )
                 for name, spec in self._specs.items()
             ]

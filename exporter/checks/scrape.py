@@ -97,7 +97,7 @@ class MetricsProbe:
 
     def progressing(self, within: float) -> bool:
         """Whether the server's progress counters grew lately (the synthetic probe skips)."""
-        return self.evaluator.progressing(within)
+        return self.evaluator.progressing(within, self._clock.monotonic())
 
     def stuck(self) -> bool:
         """Never: the scrape's timeout bounds it."""

@@ -11,7 +11,7 @@ from exporter.config.base import Ratio
 from exporter.config.checkbase import CheckBase
 from exporter.config.logcheck import LogCheckConfig
 from exporter.config.metricscheck import MetricsCheckConfig
-from exporter.config.probes import HttpCheckConfig, TcpCheckConfig
+from exporter.config.probes import HttpCheckConfig, RequestCheckConfig, TcpCheckConfig
 from exporter.config.units import ByteSize
 
 
@@ -87,14 +87,15 @@ CheckConfig = Annotated[
     | HttpCheckConfig
     | TcpCheckConfig
     | MetricsCheckConfig
-    | LogCheckConfig,
+    | LogCheckConfig
+    | RequestCheckConfig,
     Field(discriminator="type"),
 ]
 
 __all__ = [
     "CheckBase", "CheckConfig", "DiskCheckConfig", "GpuCheckConfig", "HostMemoryCheckConfig",
     "HttpCheckConfig", "InProcessCheckConfig", "LogCheckConfig", "MetricsCheckConfig",
-    "PathCheckConfig",
+    "PathCheckConfig", "RequestCheckConfig",
     "TcpCheckConfig",
     "TorchCheckConfig",
 ]  # fmt: skip

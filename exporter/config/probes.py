@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from exporter.config.base import Strict
+from exporter.config.base import CheckName, Strict
 from exporter.config.checkbase import CheckBase
 from exporter.config.server import BasicAuthConfig, SecretConfig
 from exporter.config.units import ByteSize
@@ -86,3 +86,48 @@ class TcpCheckConfig(CheckBase):
         if value is not None:
             _compiles([value])
         return value
+
+
+class RequestCheckConfig(HttpCheckConfig):
+    """One tiny real request, with a latency bound: an OpenAI-compatible completion or chat
+    with max_tokens 1 (vLLM, SGLang, llama.cpp, TGI's /v1), or the configured method, url
+    and body (Triton, a TTS server). Never two at once; cancelled at its timeout; skipped,
+    not failed, while the server's own metrics show it making progress."""
+
+    type: Literal["request"]  # type: ignore[assignment]
+    api: Literal["openai_completions", "openai_chat", "custom"] = "openai_completions"
+    model: str | None = Field(default=None, description="openai apis: the model to ask")
+    prompt: str = "Hi"
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "POST"
+    max_latency: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="an answer slower than this fails (default: the timeout)"
+    )
+    skip_while_progressing: CheckName | None = Field(
+        default=None,
+        description="a metrics check: while its progress counters grow, the request is skipped",
+    )
+    progress_window: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="how recent that progress must be (default: 2 intervals)"
+    )
+
+    @model_validator(mode="after")
+    def _model_for_openai(self) -> RequestCheckConfig:
+        if self.api != "custom" and not self.model:
+            raise ValueError(f"api {self.api} needs model")
+        return self
+
+    def request(self) -> tuple[str, str, str | None]:
+        """(method, url, body) of the request to make."""
+        import json  # noqa: PLC0415
+
+        base = self.url.rstrip("/")
+        body: dict[str, object]
+        if self.api == "openai_completions":
+            body = {"model": self.model, "prompt": self.prompt, "max_tokens": 1,
+                    "temperature": 0}  # fmt: skip
+            return "POST", f"{base}/v1/completions", json.dumps(body)
+        if self.api == "openai_chat":
+            body = {"model": self.model, "max_tokens": 1, "temperature": 0,
+                    "messages": [{"role": "user", "content": self.prompt}]}  # fmt: skip
+            return "POST", f"{base}/v1/chat/completions", json.dumps(body)
+        return self.method, self.url, self.body

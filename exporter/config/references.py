@@ -91,7 +91,12 @@ def verify_and_routes(config: Any) -> Found:
             if isinstance(name, str) and name not in names:
                 found.append((("recovery", "failures", failure, "verify", index),
                               f"no check named {name!r}"))  # fmt: skip
+    kinds = {_mapping(c).get("name"): _mapping(c).get("type") for c in _items(root.get("checks"))}
     for index, check in enumerate(_items(root.get("checks"))):
+        source = _mapping(check).get("skip_while_progressing")
+        if isinstance(source, str) and kinds.get(source) != "metrics":
+            found.append((("checks", index, "skip_while_progressing"),
+                          f"no metrics check named {source!r}"))  # fmt: skip
         wanted = _mapping(check).get("trigger")
         if isinstance(wanted, str) and wanted not in failures:
             found.append((("checks", index, "trigger"),

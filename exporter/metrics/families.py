@@ -197,6 +197,12 @@ def _check_families(states: list[CheckState]) -> list[Metric]:
         "1 while a run that overran its timeout has not returned.",
         labels=["check"],
     )
+    skipped = CounterMetricFamily(
+        "medic_check_skipped",
+        "Runs that did not probe: a request still in flight, or the server busy making "
+        "progress (neither a pass nor a failure).",
+        labels=["check"],
+    )
     failing = GaugeMetricFamily(
         "medic_check_failing",
         "1 once failure_threshold runs in a row failed, until success_threshold pass.",
@@ -206,11 +212,12 @@ def _check_families(states: list[CheckState]) -> list[Metric]:
         name = [state.spec.name]
         stuck.add_metric(name, 1.0 if state.stuck else 0.0)
         failing.add_metric(name, 1.0 if state.streak.failing else 0.0)
+        skipped.add_metric(name, state.skipped)
         last_ok.add_metric(name, state.last_success or 0.0)
         if state.last is not None:
             success.add_metric(name, 1.0 if state.last.ok else 0.0)
             duration.add_metric(name, state.last.duration)
-    return [success, duration, last_ok, stuck, failing]
+    return [success, duration, last_ok, stuck, failing, skipped]
 
 
 class ExporterCollector(Collector):

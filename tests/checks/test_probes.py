@@ -15,6 +15,7 @@ from exporter.checks.base import ProbeFact
 from exporter.checks.probes import HttpProbe, TcpProbe
 from exporter.config.probes import HttpCheckConfig, TcpCheckConfig
 from tests.fixtures.standin import StandIn
+from tests.helpers import FakeClock, wait_until
 
 
 @pytest.fixture
@@ -228,3 +229,100 @@ checks:
     assert "checks[0].fail_if_body_matches_regexp: invalid regular expression '('" in text
     assert "checks[1].address" in text
     assert "checks[2].trigger: 'no_ladder' has no ladder under recovery.failures" in text
+
+
+COMPLETION = {"id": "cmpl-1", "object": "text_completion", "model": "tiny",
+              "choices": [{"index": 0, "text": " there", "finish_reason": "length"}]}  # fmt: skip
+
+
+def request(url: str, **options: Any) -> Any:
+    from exporter.checks.probes import RequestProbe
+    from exporter.config.probes import RequestCheckConfig
+
+    options.setdefault("timeout", "1s")
+    options.setdefault("model", "tiny")
+    made = RequestProbe(RequestCheckConfig.model_validate(
+        {"name": "gen", "type": "request", "url": url, **options}))  # fmt: skip
+    OPEN.append(made)
+    return made
+
+
+def test_a_synthetic_completion_asks_for_one_token(server: StandIn) -> None:
+    import json
+
+    server.json_body(COMPLETION)
+    observation = request(server.url)()
+    assert observation.problems == () and fact(observation).kind == "request"
+    sent = server.requests[-1]
+    assert (sent["method"], sent["path"]) == ("POST", "/v1/completions")
+    body = json.loads(sent["body"])
+    assert body["max_tokens"] == 1 and body["model"] == "tiny" and body["prompt"] == "Hi"
+    request(server.url, api="openai_chat", prompt="ping")()
+    chat = json.loads(server.requests[-1]["body"])
+    assert server.requests[-1]["path"] == "/v1/chat/completions"
+    assert chat["messages"] == [{"role": "user", "content": "ping"}] and chat["max_tokens"] == 1
+    server.json_body({"status": "ok"})  # a 200 that is no completion
+    assert request(server.url)().problems == ("the answer has no field 'choices'",)
+
+
+def test_a_custom_request_and_a_latency_bound(server: StandIn) -> None:
+    probe = request(f"{server.url}/v2/models/tts/infer", api="custom",
+                    body='{"inputs": []}', max_latency=0.0001)  # fmt: skip
+    problems = probe().problems
+    assert (
+        problems and problems[0].startswith("answered in ") and "above max_latency" in problems[0]
+    )
+    assert server.requests[-1]["body"] == b'{"inputs": []}'
+
+
+def test_requests_never_overlap_and_a_skip_is_neither_pass_nor_failure(server: StandIn) -> None:
+    from exporter.checks import HealthChecker
+    from exporter.checks.base import CheckSpec
+
+    server.state = "hung"
+    probe = request(server.url, timeout="1s")
+    health = HealthChecker()
+    health.register(CheckSpec("gen", probe, interval=5, timeout=3, failure_threshold=1))
+    first = threading.Thread(target=health.run, args=("gen",))
+    first.start()
+    wait_until(lambda: server.requests, what="the first request to reach the server")
+    second = health.run("gen")  # while the first is in flight
+    assert second.reason == "skipped: the previous request is still in flight"
+    assert len(server.requests) == 1
+    first.join(5)
+    assert health.results()["gen"].reason.startswith("timeout after 1s")
+    [state] = health.states()
+    assert state.skipped == 1 and state.streak.failures == 1  # the skip counted neither way
+
+
+def test_no_request_while_the_servers_metrics_show_progress() -> None:
+    from exporter.checks.scrape import MetricsProbe
+    from exporter.config.metricscheck import MetricsCheckConfig
+    from tests.fixtures.engines import EngineStandIn
+
+    engine, clock = EngineStandIn("vllm"), FakeClock()
+    metrics = MetricsProbe(MetricsCheckConfig.model_validate(
+        {"name": "m", "type": "metrics", "url": f"{engine.url}/metrics", "presets": ["vllm"]}),
+        clock)  # fmt: skip
+    try:
+        probe = request(engine.url, interval="10s", timeout="1s")
+        probe.progressing = metrics.progressing
+        for _ in range(2):
+            metrics()
+            clock.advance(10)
+        assert probe().skipped == "the server's progress counters are growing"
+        engine.mode = "hung"
+        for _ in range(3):
+            metrics()
+            clock.advance(10)
+        observation = probe()  # counters flat: now the request is made (and fails here)
+        assert not observation.skipped and observation.problems
+        engine.mode = "working"
+        metrics()
+        clock.advance(10)
+        metrics()
+        clock.advance(60)  # then /metrics stops being scraped: old progress says nothing
+        assert not probe().skipped
+    finally:
+        metrics.close()
+        engine.stop()
