@@ -10,6 +10,7 @@ from exporter.checks.disk import DiskCheck
 from exporter.checks.fsprobe import FsHelper
 from exporter.checks.host import HostMemoryCheck
 from exporter.checks.paths import PathCheck
+from exporter.checks.process import ProcessProbe
 from exporter.checks.registry import HealthChecker
 from exporter.clock import Clock
 from exporter.config import (
@@ -25,6 +26,7 @@ from exporter.config.checks import (
     InProcessCheckConfig,
     LogCheckConfig,
     MetricsCheckConfig,
+    ProcessCheckConfig,
     RequestCheckConfig,
     TcpCheckConfig,
 )
@@ -98,6 +100,7 @@ BUILDERS: dict[type, Callable[[Any, Clock | None], Probe]] = {
     MetricsCheckConfig: _metrics,
     LogCheckConfig: _log,
     RequestCheckConfig: _probe,
+    ProcessCheckConfig: lambda c, _: ProcessProbe(c),
 }  # fmt: skip
 """How each check type's probe is made; a new check type adds its entry here."""
 

@@ -12,6 +12,7 @@ from exporter.config.checkbase import CheckBase
 from exporter.config.logcheck import LogCheckConfig
 from exporter.config.metricscheck import MetricsCheckConfig
 from exporter.config.probes import HttpCheckConfig, RequestCheckConfig, TcpCheckConfig
+from exporter.config.processcheck import ProcessCheckConfig
 from exporter.config.units import ByteSize
 
 
@@ -88,14 +89,15 @@ CheckConfig = Annotated[
     | TcpCheckConfig
     | MetricsCheckConfig
     | LogCheckConfig
-    | RequestCheckConfig,
+    | RequestCheckConfig
+    | ProcessCheckConfig,
     Field(discriminator="type"),
 ]
 
 __all__ = [
     "CheckBase", "CheckConfig", "DiskCheckConfig", "GpuCheckConfig", "HostMemoryCheckConfig",
     "HttpCheckConfig", "InProcessCheckConfig", "LogCheckConfig", "MetricsCheckConfig",
-    "PathCheckConfig", "RequestCheckConfig",
+    "PathCheckConfig", "ProcessCheckConfig", "RequestCheckConfig",
     "TcpCheckConfig",
     "TorchCheckConfig",
 ]  # fmt: skip

@@ -112,6 +112,7 @@ def _fields_at(model: type[BaseModel], loc: Sequence[str | int], data: Any) -> l
             "metrics": checks.MetricsCheckConfig,
             "log": checks.LogCheckConfig,
             "request": checks.RequestCheckConfig,
+            "process": checks.ProcessCheckConfig,
         }
         return list(by_type[kind].model_fields) if kind in by_type else []
     current: type[BaseModel] | None = model

@@ -12,6 +12,7 @@ from exporter.checks import CheckState, FilesystemUsage, HealthChecker, HostMemo
 from exporter.checks.base import ProbeFact
 from exporter.checks.logs import LogFact
 from exporter.checks.metricrules import RuleFact
+from exporter.checks.process import ProcessFact
 from exporter.gpu.facts import GpuDevice, NvmlState, TorchMemory
 from exporter.metrics.gpu import device_families, nvml_families, torch_families
 
@@ -116,6 +117,26 @@ def _logs(check: str, facts: list[LogFact]) -> Iterator[Metric]:
     yield from (matches, lines)
 
 
+def _process(check: str, facts: list[ProcessFact]) -> Iterator[Metric]:
+    fact = facts[-1]
+    up = GaugeMetricFamily("medic_process_up", "1 while the watched process runs.",
+                           labels=["check"])  # fmt: skip
+    up.add_metric([check], 1.0 if fact.pid else 0.0)
+    yield up
+    for name, help_text, value in (
+        ("medic_process_resident_memory_bytes", "The watched process's resident memory.",
+         fact.rss),
+        ("medic_process_open_fds", "The watched process's open file descriptors.",
+         fact.open_files),
+        ("medic_process_start_time_seconds",
+         "When the watched process started; a change is a restart.", fact.start_time),
+    ):  # fmt: skip
+        if value is not None:
+            family = GaugeMetricFamily(name, help_text, labels=["check"])
+            family.add_metric([check], float(value))
+            yield family
+
+
 FACT_FAMILIES: dict[type, FactFamilies] = {
     HostMemory: _host_memory,
     FilesystemUsage: _filesystems,
@@ -123,6 +144,7 @@ FACT_FAMILIES: dict[type, FactFamilies] = {
     ProbeFact: _probes,
     RuleFact: _rules,
     LogFact: _logs,
+    ProcessFact: _process,
     NvmlState: nvml_families,
     GpuDevice: device_families,
     TorchMemory: torch_families,
