@@ -49,9 +49,11 @@ demo: venv-test stack
 example: venv-test
 	$(PY) -m examples.inference_service $(ARGS)
 
-## Debian's Prometheus, Alertmanager and libfuse3, unpacked into .stack/ (not installed).
+## Debian's Prometheus, Alertmanager and libfuse3, unpacked into .stack/ (not installed),
+## and a real model server (PyTriton's Triton) with supervisord in .stack/pytriton.
 stack:
 	@scripts/fetch-stack.sh
+	@scripts/fetch-model-server.sh
 
 ## Benchmarks; figures go to BENCHMARKS.md by hand, with the command that made them.
 venv-bench:

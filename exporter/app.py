@@ -227,9 +227,10 @@ class Medic:
             from exporter.webhook.silences import AlertmanagerSilences  # noqa: PLC0415
 
             silences = AlertmanagerSilences(config.webhook.pull, self.clock)  # cached a poll long
+        events = frozenset(c.name for c in config.checks if c.type == "log")
         triggers = LocalTriggers(
             self.health, self.recovery, wanted, host_labels(config, self.identity),
-            silences=silences, on_change=self.render_loop.invalidate,
+            silences=silences, on_change=self.render_loop.invalidate, events=events,
         )  # fmt: skip
         self.health.add_listener(triggers)
         self.registry.register(TriggerCollector(triggers))

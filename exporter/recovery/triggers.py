@@ -4,7 +4,8 @@ The seeds' FallbackRecoverySystem recovered from its own health monitoring; here
 with `trigger: FAILURE_TYPE` does, so one host recovers with no Prometheus or Alertmanager
 in the path (and when the network is what failed). The event passes the same claim and
 gates as an alert. One failing streak is one episode (its key is the streak's first
-failure); the streak ending closes it, as a resolved alert would. With Alertmanager peers
+failure); the streak ending closes it, as a resolved alert would — except for a log check,
+whose streak is an event's hold time, not the service's state. With Alertmanager peers
 configured, an active silence matching the trigger's labels holds it until it expires.
 """
 
@@ -51,14 +52,18 @@ class LocalTriggers:
         *,
         silences: Silences | None = None,
         on_change: Callable[[], None] = lambda: None,
+        events: frozenset[str] = frozenset(),
     ) -> None:
         """triggers: check name -> failure type; host_labels: what names this host in the
-        trigger's labels (node, instance …), so silences by host hold it."""
+        trigger's labels (node, instance …), so silences by host hold it. `events`: checks
+        that report events (a log line), not states: their streak ending says nothing about
+        recovery, so it does not close the episode."""
         self._health, self._engine = health, engine
         self._triggers = dict(triggers)
         self._host = dict(host_labels)
         self._silences = silences
         self._on_change = on_change
+        self._events = events
         self._lock = threading.Lock()
         self._fired: dict[str, str] = {}  # check -> the episode key of its failing streak
         self._held: dict[str, str] = {}  # check -> the silence holding it (logged once)
@@ -85,7 +90,8 @@ class LocalTriggers:
             if fired is not None:
                 with self._lock:
                     self._fired.pop(name, None)
-                self._engine.resolve(fired)  # the streak ended: as a resolved alert
+                if name not in self._events:
+                    self._engine.resolve(fired)  # the streak ended: as a resolved alert
             return
         if fired == key:
             return  # this streak is handled
