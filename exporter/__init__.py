@@ -30,6 +30,18 @@ if TYPE_CHECKING:
         GracefulDegradation,
         RetryManager,
     )
+    from exporter.seeds import (
+        FailureType,
+        FallbackRecoverySystem,
+        RecoveryAction,
+        RecoveryAttempt,
+        check_disk_space,
+        check_memory_usage,
+        check_model_file_exists,
+        check_voices_directory,
+        get_graceful_degradation,
+        get_health_checker,
+    )
 
 _EXPORTS = {
     "Medic": "exporter.embedded",
@@ -49,6 +61,17 @@ _EXPORTS = {
     "CircuitBreakerOpenError": "exporter.resilience",
     "GracefulDegradation": "exporter.resilience",
     "RetryManager": "exporter.resilience",
+    # The seeds' names (exporter/seeds.py): a thin face over the parts above.
+    "FallbackRecoverySystem": "exporter.seeds",
+    "FailureType": "exporter.seeds",
+    "RecoveryAction": "exporter.seeds",
+    "RecoveryAttempt": "exporter.seeds",
+    "check_disk_space": "exporter.seeds",
+    "check_memory_usage": "exporter.seeds",
+    "check_model_file_exists": "exporter.seeds",
+    "check_voices_directory": "exporter.seeds",
+    "get_graceful_degradation": "exporter.seeds",
+    "get_health_checker": "exporter.seeds",
 }
 
 __all__ = [
@@ -61,14 +84,24 @@ __all__ = [
     "CircuitBreakerOpenError",
     "Config",
     "ConfigError",
+    "FailureType",
+    "FallbackRecoverySystem",
     "GracefulDegradation",
     "HealthChecker",
     "Medic",
     "Observation",
+    "RecoveryAction",
+    "RecoveryAttempt",
     "RetryManager",
     "SystemHealthStatus",
     "__version__",
+    "check_disk_space",
+    "check_memory_usage",
+    "check_model_file_exists",
+    "check_voices_directory",
     "default_config",
+    "get_graceful_degradation",
+    "get_health_checker",
     "load_config",
 ]
 
