@@ -30,8 +30,11 @@ def test_the_recovery_system_by_its_seed_names(tmp_path: Path) -> None:
             "failures": {"vram_exhaustion": {"ladder": ["reduce_generation_params"]}},
         },
     })  # fmt: skip
-    system.register_recovery_action(RecoveryAction.REDUCE_GENERATION_PARAMS,
-                                    lambda: calls.append("reduced") or True)  # fmt: skip
+    def reduce() -> bool:
+        calls.append("reduced")
+        return True
+
+    system.register_recovery_action(RecoveryAction.REDUCE_GENERATION_PARAMS, reduce)
     system.health_checker.register_probe("model", lambda: True)
     system.start_health_monitoring()
     try:
