@@ -30,6 +30,7 @@ def test_the_recovery_system_by_its_seed_names(tmp_path: Path) -> None:
             "failures": {"vram_exhaustion": {"ladder": ["reduce_generation_params"]}},
         },
     })  # fmt: skip
+
     def reduce() -> bool:
         calls.append("reduced")
         return True

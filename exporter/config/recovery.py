@@ -111,6 +111,11 @@ class FailureConfig(Strict):
         "them to pass (0: one look); a rung's own verify_timeout wins",
     )
     verify_interval: PositiveDuration = Field(default=1.0, description="between two looks")
+    verify_query: str | None = Field(
+        default=None,
+        description="a PromQL expression (the alert's condition) that must come back empty "
+        "from recovery.prometheus_url, polled like the checks",
+    )
     cooldown: CooldownConfig | None = None
 
     @field_validator("ladder", mode="before")
@@ -161,12 +166,17 @@ class RecoveryConfig(Strict):
         description="an episode whose rung was cut off by a crash or stop: verify and go on "
         "with the next rung once (never re-running the cut-off rung), or end it for a person",
     )
+    prometheus_url: Annotated[str, Field(pattern=r"^https?://")] | None = Field(
+        default=None, description="where verify_query is evaluated (Prometheus' HTTP API)"
+    )
     actions: dict[ActionName, ActionConfig] = Field(default_factory=dict)
     failures: dict[FailureTypeName, FailureConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _actions_exist(self) -> RecoveryConfig:
-        problems = references.actions(self.model_dump(include={"actions", "failures"}))
+        problems = references.actions(
+            self.model_dump(include={"actions", "failures", "prometheus_url"})
+        )
         if problems:
             raise Located(problems)
         return self

@@ -71,6 +71,9 @@ def actions(recovery: Any) -> Found:
         if name in BUILTIN_ACTIONS
     ]
     for failure, spec in _mapping(section.get("failures")).items():
+        if _mapping(spec).get("verify_query") and not section.get("prometheus_url"):
+            found.append((("failures", failure, "verify_query"),
+                          "needs recovery.prometheus_url to be evaluated"))  # fmt: skip
         for index, rung in enumerate(_items(_mapping(spec).get("ladder"))):
             action = _rung_action(rung)
             if isinstance(action, str) and action not in known:

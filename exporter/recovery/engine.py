@@ -207,6 +207,7 @@ class RecoveryEngine:
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout)
+        self._ladder.close()
 
     def _run_loop(self, ready: threading.Event) -> None:
         loop = asyncio.new_event_loop()

@@ -29,6 +29,7 @@ from exporter.recovery.endings import Endings
 from exporter.recovery.episode import Episode, Launch
 from exporter.recovery.gates import BreakerGate, Gates, Settle, Step, Verdict
 from exporter.recovery.journal import Journal
+from exporter.recovery.promquery import PrometheusQuery
 from exporter.recovery.types import ActionResult, Outcome, RecoveryAttempt
 from exporter.recovery.verify import verify
 from exporter.resilience import BreakerRegistry, BreakerSettings
@@ -74,6 +75,7 @@ class Ladder:
         self._gates = gates
         self._actions = actions
         self._health = health
+        self._prometheus = PrometheusQuery(config.prometheus_url) if config.prometheus_url else None
         self._breakers = breakers
         self._breaker_settings = breaker_settings
         self._clock = clock
@@ -83,6 +85,11 @@ class Ladder:
                                clock=clock, runs=runs)  # fmt: skip
 
     # --- the walk -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Release what verification holds (the Prometheus client)."""
+        if self._prometheus is not None:
+            self._prometheus.close()
+
     async def walk(self, episode: Episode) -> None:
         """Walk the episode's ladder from its current rung to a final state."""
         ladder = self._config.failures.get(episode.failure_type)
@@ -197,12 +204,18 @@ class Ladder:
             elif not result.ok:
                 outcome = Outcome.FAILED
             else:
-                recovered, why = await verify(self._health, ladder, rung, self._stopping)
+                recovered, why = await verify(
+                    self._health, ladder, rung, self._stopping, self._prometheus
+                )
                 outcome = Outcome.SUCCEEDED if recovered else Outcome.NOT_RECOVERED
                 detail = why
                 if recovered and result.detail:
                     # What the action said, and what verification found when there was any.
-                    detail = f"{result.detail}; {why}" if ladder.verify else result.detail
+                    detail = (
+                        f"{result.detail}; {why}"
+                        if ladder.verify or ladder.verify_query
+                        else result.detail
+                    )
         elapsed = None if started is None else self._clock.monotonic() - started
         if outcome is Outcome.SUCCEEDED:
             await self.endings.end(
@@ -251,8 +264,8 @@ class Ladder:
         if self._config.interrupted == "retry_once" and episode.interruptions == 0:
             episode.interruptions += 1
             recovered, why = (
-                await verify(self._health, ladder, rung, self._stopping)
-                if ladder.verify
+                await verify(self._health, ladder, rung, self._stopping, self._prometheus)
+                if ladder.verify or ladder.verify_query
                 else (False, "")
             )
             if recovered:

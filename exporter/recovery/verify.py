@@ -21,10 +21,13 @@ async def verify(
     ladder: FailureConfig,
     rung: RungConfig,
     stopping: Callable[[], bool] = lambda: False,
+    prometheus: Callable[[str], str] | None = None,
 ) -> tuple[bool, str]:
-    """After the settle delay, poll the failure type's checks until they pass or the verify
-    deadline passes: (recovered, why). A stop of medic ends the wait (not recovered)."""
-    if not ladder.verify:
+    """After the settle delay, poll the failure type's checks (and, with verify_query, the
+    alert's own condition: `prometheus(expr)` says what still matches, "" for nothing) until
+    they pass or the verify deadline passes: (recovered, why). A stop of medic ends the
+    wait (not recovered)."""
+    if not ladder.verify and not ladder.verify_query:
         return True, "no checks to verify with"
     settle = ladder.settle_delay if rung.settle_delay is None else rung.settle_delay
     timeout = ladder.verify_timeout if rung.verify_timeout is None else rung.verify_timeout
@@ -33,13 +36,18 @@ async def verify(
     # The loop's clock, not medic's injected one: the waits below run on this loop.
     started = loop.time()
     names = list(ladder.verify)
+    said = [*names, *(["the alert's condition"] if ladder.verify_query else [])]
     while True:
         results = await run_in_daemon_thread(lambda: [health.run(n) for n in names])
         failing = [f"{r.name}: {r.reason}" for r in results if not r.ok]
+        if not failing and ladder.verify_query and prometheus is not None:
+            still = await run_in_daemon_thread(lambda: prometheus(str(ladder.verify_query)))
+            if still:
+                failing.append(f"{ladder.verify_query}: {still}")
         waited = loop.time() - started
         if not failing:
             after = f" after {waited:.1f}s" if waited >= ladder.verify_interval else ""
-            return True, f"verified by {', '.join(names)}{after}"
+            return True, f"verified by {', '.join(said)}{after}"
         left = timeout - waited
         if left <= 0 or stopping():
             within = f" within {timeout:g}s" if timeout > 0 else ""
