@@ -65,6 +65,7 @@ bench: venv-bench stack
 	$(PY) -m bench.gpu
 	$(PY) -m bench.breaker
 	$(PY) -m bench.hostile
+	$(PY) -m bench.probes
 	$(PY) -m bench.recovery
 	$(PY) -m bench.recovery --types 6
 	$(PY) -m bench.webhook
