@@ -107,3 +107,11 @@ def test_alertmanager_sends_each_rule_where_it_belongs() -> None:
             assert receivers == "informational", (rule["alert"], receivers)  # never pages
         else:
             assert receivers == "people", (rule["alert"], receivers)
+
+
+def test_the_vllm_example_is_a_valid_config(tmp_path: Path) -> None:
+    config = load_config(ROOT / "examples" / "medic-vllm.yml",
+                         env={"MEDIC_DATA_DIR": str(tmp_path)})  # fmt: skip
+    by_name = {c.name: c for c in config.checks}
+    assert by_name["vllm_generate"].trigger == "model_server_hung"
+    assert config.recovery.failures["model_server_hung"].verify == ["vllm_generate"]
