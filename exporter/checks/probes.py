@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from exporter.config.probes import (
     TcpCheckConfig,
 )
 from exporter.webhook.auth import SecretError, read_secret
+from exporter.webhook.pull import tls_context
 
 
 class _Deadline:
@@ -82,14 +82,7 @@ class HttpProbe:
                 auth = httpx.BasicAuth(config.basic_auth.username, password)
         except SecretError as exc:
             self._setup_error = str(exc)  # each run fails with it; medic keeps serving
-        verify: ssl.SSLContext | bool = True
-        if config.tls is not None:
-            tls = config.tls
-            verify = ssl.create_default_context(cafile=tls.ca_file)
-            if tls.insecure_skip_verify:
-                verify.check_hostname, verify.verify_mode = False, ssl.CERT_NONE
-            if tls.cert_file and tls.key_file:
-                verify.load_cert_chain(tls.cert_file, tls.key_file)
+        verify = tls_context(config.tls)
         headers.setdefault("User-Agent", "medic-probe")
         self._client = httpx.Client(
             headers=headers, auth=auth, verify=verify, timeout=config.timeout,

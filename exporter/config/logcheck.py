@@ -6,13 +6,13 @@ carry the fatal lines of known servers (see the model-server notes, section 5).
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from exporter.config.base import CheckName, Strict
 from exporter.config.checkbase import CheckBase
+from exporter.config.probes import compiles
 from exporter.config.units import Duration
 
 LogPresetName = Literal["cuda", "vllm", "nccl", "triton", "ollama"]
@@ -41,10 +41,7 @@ class LogPatternConfig(Strict):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        compiles([value])
         return value
 
 

@@ -20,7 +20,8 @@ from exporter.config.webhook import ClientTlsConfig
 HttpUrl = Annotated[str, Field(pattern=r"^https?://")]
 
 
-def _compiles(patterns: list[str]) -> list[str]:
+def compiles(patterns: list[str]) -> list[str]:
+    """The patterns, each a valid regular expression (else a ValueError saying which)."""
     for pattern in patterns:
         try:
             re.compile(pattern)
@@ -62,7 +63,7 @@ class HttpCheckConfig(CheckBase):
     )
 
     _patterns = field_validator("fail_if_body_matches_regexp", "fail_if_body_not_matches_regexp")(
-        _compiles
+        compiles
     )
 
     @model_validator(mode="after")
@@ -84,7 +85,7 @@ class TcpCheckConfig(CheckBase):
     @classmethod
     def _expect_compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            _compiles([value])
+            compiles([value])
         return value
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from exporter.config.checkbase import CheckBase
+from exporter.config.probes import compiles
 from exporter.config.units import ByteSize
 
 
@@ -33,8 +33,5 @@ class ProcessCheckConfig(CheckBase):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+            compiles([value])
         return value

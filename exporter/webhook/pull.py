@@ -25,7 +25,7 @@ import httpx
 from pydantic import ValidationError
 
 from exporter.clock import Clock
-from exporter.config.webhook import PullConfig
+from exporter.config.webhook import ClientTlsConfig, PullConfig
 from exporter.histogram import Histogram
 from exporter.webhook.auth import read_secret
 from exporter.webhook.intake import Answer, Intake
@@ -43,6 +43,19 @@ class PullError(Exception):
     """No peer answered a poll."""
 
 
+def tls_context(tls: ClientTlsConfig | None) -> ssl.SSLContext | bool:
+    """What httpx verifies a server with: the system CAs, or the configured CA, client
+    certificate and (when asked) no verification at all."""
+    if tls is None:
+        return True
+    context = ssl.create_default_context(cafile=tls.ca_file)
+    if tls.insecure_skip_verify:
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    if tls.cert_file and tls.key_file:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
+
+
 def http_client(config: PullConfig) -> httpx.Client:
     """An httpx client with the configured auth, TLS and timeout (secrets read now)."""
     headers = {"Accept": "application/json", "User-Agent": "medic"}
@@ -52,15 +65,7 @@ def http_client(config: PullConfig) -> httpx.Client:
     elif config.basic_auth is not None:
         password = read_secret(config.basic_auth.password).decode()
         auth = httpx.BasicAuth(config.basic_auth.username, password)
-    verify: ssl.SSLContext | bool = True
-    if config.tls is not None:
-        tls = config.tls
-        verify = ssl.create_default_context(cafile=tls.ca_file)
-        if tls.insecure_skip_verify:
-            verify.check_hostname, verify.verify_mode = False, ssl.CERT_NONE
-        if tls.cert_file and tls.key_file:
-            verify.load_cert_chain(tls.cert_file, tls.key_file)
-    return httpx.Client(headers=headers, auth=auth, verify=verify,
+    return httpx.Client(headers=headers, auth=auth, verify=tls_context(config.tls),
                         timeout=config.timeout, follow_redirects=False)  # fmt: skip
 
 
