@@ -29,13 +29,34 @@ BODY_FIELDS = ("failure_type", "source", "dedup_key", "fingerprint", "starts_at"
 SIGNALS = ("SIGHUP", "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGQUIT")
 
 
-class InProcessActionConfig(Strict):
+class ActionBase(Strict):
+    """What every action may say: the thing it acts on, and whether acting disrupts it."""
+
+    target: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None,
+        description="what it acts on (vllm.service, a container, a pod): rungs on one "
+        "target never run at once, and the target's cooldown and budget apply",
+    )
+    disruptive: bool | None = Field(
+        default=None,
+        description="counts against the target's budget (default: command and signal "
+        "actions are, http and in-process ones are not)",
+    )
+
+    def is_disruptive(self) -> bool:
+        """Whether the target's budget and cooldown count this action."""
+        if self.disruptive is not None:
+            return self.disruptive
+        return getattr(self, "type", "") in ("command", "signal")
+
+
+class InProcessActionConfig(ActionBase):
     """A callable the embedding app registers under this name (medic.actions.register)."""
 
     type: Literal["in_process"]
 
 
-class HttpActionConfig(Strict):
+class HttpActionConfig(ActionBase):
     """An HTTP request, e.g. to the model server's admin endpoint; 2xx is success."""
 
     type: Literal["http"]
@@ -47,7 +68,7 @@ class HttpActionConfig(Strict):
     ]] = Field(default_factory=list, description="alert fields sent as a JSON object")  # fmt: skip
 
 
-class CommandActionConfig(Strict):
+class CommandActionConfig(ActionBase):
     """A program run with an argv list (never a shell); alert labels arrive only as
     MEDIC_LABEL_<NAME> environment variables."""
 
@@ -63,7 +84,7 @@ class CommandActionConfig(Strict):
     )
 
 
-class SignalActionConfig(Strict):
+class SignalActionConfig(ActionBase):
     """A signal to the process whose pid is in `pidfile`."""
 
     type: Literal["signal"]
@@ -134,6 +155,22 @@ class RateLimitConfig(Strict):
     per: PositiveDuration = 60.0
 
 
+class TargetBudgetConfig(Strict):
+    """At most `actions` disruptive actions on the target per `per`."""
+
+    actions: int = Field(default=1, ge=1)
+    per: PositiveDuration = 900.0
+
+
+class TargetConfig(Strict):
+    """Limits on one target across every failure type and ladder."""
+
+    cooldown: Annotated[Duration, Field(ge=0)] = Field(
+        default=0.0, description="rest after a disruptive action on it ends"
+    )
+    budget: TargetBudgetConfig | None = None
+
+
 class RetentionConfig(Strict):
     """How much history the journal keeps."""
 
@@ -171,6 +208,10 @@ class RecoveryConfig(Strict):
     )
     actions: dict[ActionName, ActionConfig] = Field(default_factory=dict)
     failures: dict[FailureTypeName, FailureConfig] = Field(default_factory=dict)
+    targets: dict[Annotated[str, Field(min_length=1, max_length=128)], TargetConfig] = Field(
+        default_factory=dict,
+        description="cooldown and budget per target named by actions' `target`",
+    )
 
     @model_validator(mode="after")
     def _actions_exist(self) -> RecoveryConfig:

@@ -56,6 +56,7 @@ from exporter.recovery.gates import (
     OnePerType,
     RateLimitGate,
     Step,
+    TargetGate,
 )
 from exporter.recovery.journal import Journal
 from exporter.recovery.ladder import Ladder
@@ -138,6 +139,7 @@ class RecoveryEngine:
             OnePerType(self._dispatcher, config.max_waiting_per_type),
         )
         rung_gates = Gates(
+            TargetGate(config, clock),
             BreakerGate(breakers, self._breaker_settings),
             RateLimitGate(config.rate_limit.actions, config.rate_limit.per, clock),
             DryRunGate(config.dry_run),

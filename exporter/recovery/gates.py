@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 from exporter.clock import Clock
-from exporter.config.recovery import RungConfig
+from exporter.config.recovery import RecoveryConfig, RungConfig
 from exporter.recovery.episode import Episode
 from exporter.recovery.types import Outcome
 from exporter.resilience import BreakerRegistry, BreakerSettings, CircuitBreakerOpenError
@@ -182,3 +182,60 @@ class DryRunGate:
     def check(self, step: Step) -> Verdict:
         """Skip with dry_run while enabled (the runner adds the action's description)."""
         return skip(Outcome.DRY_RUN, "dry run") if self._enabled else ADMIT
+
+
+class TargetGate:
+    """Rungs that act on the same target (a unit, a container …) never run at once, and
+    the target's cooldown and budget of disruptive actions hold across failure types: three
+    alerts that each would restart vllm.service within a minute restart it once."""
+
+    def __init__(self, config: RecoveryConfig, clock: Clock) -> None:
+        self._actions, self._targets, self._clock = config.actions, config.targets, clock
+        self._busy: dict[str, int] = {}  # target -> the episode acting on it
+        self._starts: dict[str, deque[float]] = {}
+        self._rested_from: dict[str, float] = {}  # target -> when its last disruption ended
+
+    def check(self, step: Step) -> Verdict:
+        """Take the target for this rung, or skip with the reason (the ladder ends: the
+        other ladder's action on it is the remedy in progress)."""
+        assert step.rung is not None
+        action = self._actions.get(step.rung.action)
+        target = action.target if action is not None else None
+        if action is None or target is None:
+            return ADMIT
+        holder = self._busy.get(target)
+        if holder is not None:
+            return skip(Outcome.SKIPPED_TARGET_BUSY,
+                        f"{target} is being acted on by episode {holder}")  # fmt: skip
+        disruptive = action.is_disruptive()
+        limits = self._targets.get(target)
+        now = self._clock.monotonic()
+        if disruptive and limits is not None:
+            rested = self._rested_from.get(target)
+            if rested is not None and now < rested + limits.cooldown:
+                left = rested + limits.cooldown - now
+                return skip(Outcome.SKIPPED_TARGET_COOLDOWN, f"{target} rests for {left:.0f}s more")
+            if limits.budget is not None:
+                starts = self._starts.setdefault(target, deque())
+                while starts and starts[0] <= now - limits.budget.per:
+                    starts.popleft()
+                if len(starts) >= limits.budget.actions:
+                    return skip(Outcome.SKIPPED_TARGET_BUDGET,
+                                f"{target} had {len(starts)} disruptive actions in "
+                                f"{limits.budget.per:g}s")  # fmt: skip
+                starts.append(now)
+        self._busy[target] = step.episode.id
+
+        def settle(ok: bool | None) -> None:
+            """After the rung and its verification; None: it did not run after all."""
+            self._busy.pop(target, None)
+            if not disruptive:
+                return
+            if ok is None:  # a later gate refused, or medic stopped first: not a disruption
+                starts = self._starts.get(target)
+                if starts and starts[-1] == now:
+                    starts.pop()
+                return
+            self._rested_from[target] = self._clock.monotonic()
+
+        return Verdict("admit", settle=(settle,))

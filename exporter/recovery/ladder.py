@@ -178,11 +178,15 @@ class Ladder:
             result, outcome = ActionResult(False, f"{type(exc).__name__}: {exc}"), None
         else:
             outcome = None
-        for each in settle:
-            each(None if result.unavailable else result.ok)
-        return await self._conclude(
-            episode, ladder, rung, attempt, result, outcome=outcome, started=started
-        )
+        # The gates are settled once the rung is concluded: a target stays taken while
+        # its start-up is verified (a second restart then would only restart it again).
+        try:
+            return await self._conclude(
+                episode, ladder, rung, attempt, result, outcome=outcome, started=started
+            )
+        finally:
+            for each in settle:
+                each(None if result.unavailable else result.ok)
 
     async def _conclude(
         self,
