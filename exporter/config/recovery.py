@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from exporter.config import references
 from exporter.config.base import CheckName, PositiveDuration, Strict
+from exporter.config.server import SecretConfig
 from exporter.config.units import Duration, Located
 
 BuiltinFailureType = Literal[
@@ -39,15 +40,15 @@ class ActionBase(Strict):
     )
     disruptive: bool | None = Field(
         default=None,
-        description="counts against the target's budget (default: command and signal "
-        "actions are, http and in-process ones are not)",
+        description="counts against the target's budget (default: command, signal and "
+        "supervisor actions are, http and in-process ones are not)",
     )
 
     def is_disruptive(self) -> bool:
         """Whether the target's budget and cooldown count this action."""
         if self.disruptive is not None:
             return self.disruptive
-        return getattr(self, "type", "") in ("command", "signal")
+        return getattr(self, "type", "") in ("command", "signal", "supervisor")
 
 
 class InProcessActionConfig(ActionBase):
@@ -92,8 +93,24 @@ class SignalActionConfig(ActionBase):
     signal: Literal["SIGHUP", "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGQUIT"] = "SIGHUP"
 
 
+class SupervisorActionConfig(ActionBase):
+    """Restart a supervisord program (XML-RPC: stop, then start, waiting until RUNNING)."""
+
+    type: Literal["supervisor"]
+    url: Annotated[str, Field(pattern=r"^(unix:///|https?://)")] = Field(
+        description="unix:///run/supervisor.sock, or the [inet_http_server] URL"
+    )
+    program: Annotated[str, Field(min_length=1)]
+    username: str | None = None
+    password: SecretConfig | None = None
+
+
 ActionConfig = Annotated[
-    InProcessActionConfig | HttpActionConfig | CommandActionConfig | SignalActionConfig,
+    InProcessActionConfig
+    | HttpActionConfig
+    | CommandActionConfig
+    | SignalActionConfig
+    | SupervisorActionConfig,
     Field(discriminator="type"),
 ]
 

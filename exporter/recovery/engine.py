@@ -30,6 +30,7 @@ from exporter.config.recovery import (
     InProcessActionConfig,
     RecoveryConfig,
     SignalActionConfig,
+    SupervisorActionConfig,
 )
 from exporter.events import EventHub
 from exporter.recovery import resume
@@ -407,16 +408,27 @@ class RecoveryEngine:
         if name in self._builtins:
             return self._builtins[name]
         spec = self.config.actions.get(name)
+        external = self._external(name, spec)
+        if external is not None:
+            return external
+        registered = self.actions.get(name)
+        if registered is not None and (spec is None or isinstance(spec, InProcessActionConfig)):
+            return CallableAction(name, registered)
+        return MissingAction(name)
+
+    def _external(self, name: str, spec: object) -> Action | None:
+        """The action for a configured command, http, signal or supervisor action."""
         if isinstance(spec, CommandActionConfig):
             return CommandAction(name, spec, self.accounting.label_altered)
         if isinstance(spec, HttpActionConfig):
             return HttpAction(name, spec)
         if isinstance(spec, SignalActionConfig):
             return SignalAction(name, spec)
-        registered = self.actions.get(name)
-        if registered is not None and (spec is None or isinstance(spec, InProcessActionConfig)):
-            return CallableAction(name, registered)
-        return MissingAction(name)
+        if isinstance(spec, SupervisorActionConfig):
+            from exporter.recovery.supervisor import SupervisorAction  # noqa: PLC0415
+
+            return SupervisorAction(name, spec)
+        return None
 
     def _changed(self) -> None:
         self.version += 1

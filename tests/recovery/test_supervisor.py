@@ -1,0 +1,142 @@
+"""The supervisor action against a real supervisord (PyPI's 4.3.0 in .stack/pytriton):
+restart a program and wait until it runs again, over the unix socket and over
+[inet_http_server] with basic auth; errors say what went wrong."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.app import Medic
+from exporter.recovery.types import RecoveryAttempt
+from tests.e2e.stack import STACK_ROOT, free_port
+from tests.helpers import wait_until
+from tests.recovery.conftest import attempts
+
+VENV = STACK_ROOT.parent / "pytriton"
+pytestmark = pytest.mark.skipif(
+    not (VENV / "bin" / "supervisord").exists(),
+    reason="no supervisord in .stack/pytriton (scripts/fetch-model-server.sh)",
+)
+CONF = """
+[unix_http_server]
+file={work}/s.sock
+chmod=0700
+[inet_http_server]
+port=127.0.0.1:{port}
+username=medic
+password=s3cret
+[supervisord]
+logfile={work}/supervisord.log
+pidfile={work}/supervisord.pid
+childlogdir={work}
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[program:sleeper]
+command={python} -c "import time; time.sleep(600)"
+startsecs=1
+stopasgroup=true
+killasgroup=true
+"""
+
+
+class Supervisord:
+    def __init__(self, work: Path) -> None:
+        self.work, self.port = work, free_port()
+        (work / "supervisord.conf").write_text(CONF.format(work=work, port=self.port,
+                                                           python=sys.executable))  # fmt: skip
+        subprocess.run([str(VENV / "bin" / "supervisord"), "-c", str(work / "supervisord.conf")],
+                       check=True, timeout=30)  # fmt: skip
+        wait_until(lambda: self.spawns() >= 1 and "entered RUNNING" in self.log(), timeout=20,
+                   what="the program to run")  # fmt: skip
+
+    def log(self) -> str:
+        return (self.work / "supervisord.log").read_text()
+
+    def spawns(self) -> int:
+        return self.log().count("spawned: 'sleeper'")
+
+    def stop(self) -> None:
+        pid = int((self.work / "supervisord.pid").read_text())
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=30, what="its exit")
+
+
+@pytest.fixture
+def supervisord(tmp_path: Path) -> Iterator[Supervisord]:
+    (tmp_path / "sv").mkdir()
+    daemon = Supervisord(tmp_path / "sv")
+    yield daemon
+    daemon.stop()
+
+
+def ladder(action: str) -> str:
+    return f"""
+recovery:
+  cooldown: {{base: 0s}}
+  actions:
+    restart: {action}
+  failures:
+    generation_pipeline_error: {{ladder: [{{action: restart, timeout: 30s}}], settle_delay: 0s}}
+"""
+
+
+def run(start_medic: Callable[[str], Medic], action: str) -> tuple[str, str]:
+    """One ladder run by a medic of its own (one after the other on the same journal):
+    the outcome and detail of its restart rung."""
+    medic = start_medic(ladder(action))
+    before = len([a for a in attempts(medic) if a.action == "restart"])
+
+    def rung() -> RecoveryAttempt | None:
+        done = [
+            a for a in attempts(medic) if a.action == "restart" and a.outcome.value != "running"
+        ]
+        return done[before] if len(done) > before else None
+
+    assert medic.report_failure("generation_pipeline_error").accepted
+    found: RecoveryAttempt = wait_until(rung, timeout=40, what="the restart rung")  # type: ignore[assignment]
+    medic.stop()
+    return found.outcome.value, found.detail
+
+
+def test_a_program_is_restarted_over_the_unix_socket(
+    supervisord: Supervisord, start_medic: Callable[[str], Medic]
+) -> None:
+    before = supervisord.spawns()
+    outcome, detail = run(start_medic, f"{{type: supervisor, url: 'unix://{supervisord.work}"
+                                       "/s.sock', program: sleeper, target: sleeper}")  # fmt: skip
+    assert outcome == "succeeded", detail
+    assert detail.startswith("restarted sleeper: pid ") and detail.endswith(", RUNNING")
+    old, new = detail.removeprefix("restarted sleeper: pid ").split(", ")[0].split(" -> ")
+    assert old != new
+    assert supervisord.spawns() == before + 1  # the real effect: supervisord spawned it again
+
+
+def test_over_http_with_basic_auth_and_a_wrong_password(
+    supervisord: Supervisord, start_medic: Callable[[str], Medic], tmp_path: Path
+) -> None:
+    (tmp_path / "pw").write_text("s3cret\n")
+    url = f"http://127.0.0.1:{supervisord.port}"
+    action = (f"{{type: supervisor, url: '{url}', program: sleeper, username: medic, "
+              f"password: {{file: {tmp_path / 'pw'}}}}}")  # fmt: skip
+    assert run(start_medic, action)[0] == "succeeded"
+    (tmp_path / "pw").write_text("wrong\n")
+    outcome, detail = run(start_medic, action)
+    assert outcome == "failed" and detail == f"supervisord at {url} answered 401 Unauthorized"
+
+
+def test_errors_are_clear_failures(
+    supervisord: Supervisord, start_medic: Callable[[str], Medic], tmp_path: Path
+) -> None:
+    sock = f"unix://{supervisord.work}/s.sock"
+    outcome, detail = run(start_medic, f"{{type: supervisor, url: '{sock}', program: nosuch}}")
+    assert outcome == "failed" and detail == "supervisord: BAD_NAME: nosuch"
+    missing = f"unix://{tmp_path}/none.sock"
+    outcome, detail = run(start_medic, f"{{type: supervisor, url: '{missing}', program: x}}")
+    assert outcome == "failed" and detail.startswith(f"cannot reach supervisord at {missing}")
