@@ -48,7 +48,7 @@ class ActionBase(Strict):
         """Whether the target's budget and cooldown count this action."""
         if self.disruptive is not None:
             return self.disruptive
-        return getattr(self, "type", "") in ("command", "signal", "supervisor")
+        return getattr(self, "type", "") in ("command", "signal", "supervisor", "process")
 
 
 class InProcessActionConfig(ActionBase):
@@ -105,12 +105,30 @@ class SupervisorActionConfig(ActionBase):
     password: SecretConfig | None = None
 
 
+class ProcessActionConfig(ActionBase):
+    """Restart a process group from its pid file: SIGTERM, grace, SIGKILL, gone, start."""
+
+    type: Literal["process"]
+    pidfile: str
+    grace: Annotated[Duration, Field(ge=0)] = Field(
+        default=10.0, description="how long the group may take to exit after SIGTERM"
+    )
+    deadline: PositiveDuration = Field(
+        default=10.0, description="how long after SIGKILL the tree must be gone"
+    )
+    start: list[str] = Field(
+        default_factory=list, description="argv that starts it again (empty: stop only)"
+    )
+    cwd: str | None = None
+
+
 ActionConfig = Annotated[
     InProcessActionConfig
     | HttpActionConfig
     | CommandActionConfig
     | SignalActionConfig
-    | SupervisorActionConfig,
+    | SupervisorActionConfig
+    | ProcessActionConfig,
     Field(discriminator="type"),
 ]
 

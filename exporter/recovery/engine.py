@@ -28,6 +28,7 @@ from exporter.config.recovery import (
     CommandActionConfig,
     HttpActionConfig,
     InProcessActionConfig,
+    ProcessActionConfig,
     RecoveryConfig,
     SignalActionConfig,
     SupervisorActionConfig,
@@ -428,6 +429,10 @@ class RecoveryEngine:
             from exporter.recovery.supervisor import SupervisorAction  # noqa: PLC0415
 
             return SupervisorAction(name, spec)
+        if isinstance(spec, ProcessActionConfig):
+            from exporter.recovery.processrestart import ProcessRestartAction  # noqa: PLC0415
+
+            return ProcessRestartAction(name, spec)
         return None
 
     def _changed(self) -> None:

@@ -1,0 +1,101 @@
+"""The `process` action: restart a server's whole process group from its pid file.
+
+SIGTERM to the group, `grace` to exit, SIGKILL to what is left, and the tree must be gone
+within `deadline` before anything starts again: a model server's engine processes outlive
+a killed parent and keep its ports and GPU memory (the model-server notes, "Restart
+hygiene"), so the parent alone is never enough. Then `start` (an argv list, in a session
+of its own so that it outlives medic) brings it back; verify the rung with a real request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+
+import psutil
+
+from exporter.config.recovery import ProcessActionConfig
+from exporter.recovery.actions import ActionContext, run_in_daemon_thread
+from exporter.recovery.external import BASE_ENVIRONMENT, DEFAULT_PATH
+from exporter.recovery.types import ActionResult
+
+
+def _environment() -> dict[str, str]:
+    """A minimal environment, as commands get: no secret of medic's reaches the server."""
+    env = {name: os.environ[name] for name in BASE_ENVIRONMENT if name in os.environ}
+    env.setdefault("PATH", DEFAULT_PATH)
+    return env
+
+
+class ProcessRestartAction:
+    """Stop a process group (TERM, grace, KILL, gone), then start it again."""
+
+    def __init__(self, name: str, config: ProcessActionConfig) -> None:
+        self.name = name
+        self._config = config
+
+    def _pid(self) -> int:
+        with open(self._config.pidfile, encoding="ascii") as handle:
+            return int(handle.read().strip())
+
+    def _stop(self, pid: int) -> tuple[bool, str]:
+        """TERM the group, grace, KILL what is left, and wait until all of it is gone."""
+        config = self._config
+        pgid = os.getpgid(pid)
+        if pid <= 1 or pgid in (0, 1, os.getpgrp()):
+            return False, f"refusing to stop process group {pgid} of pid {pid}"
+        root = psutil.Process(pid)
+        tree = {p.pid: p for p in [root, *root.children(recursive=True)]}
+        for process in psutil.process_iter():
+            try:
+                if os.getpgid(process.pid) == pgid:
+                    tree.setdefault(process.pid, process)
+            except (ProcessLookupError, PermissionError):
+                continue
+        os.killpg(pgid, signal.SIGTERM)
+        _, alive = psutil.wait_procs(list(tree.values()), timeout=config.grace)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()  # a stopped (SIGSTOP) process dies of SIGKILL too
+        _, left = psutil.wait_procs(alive, timeout=config.deadline)
+        if left:
+            pids = ", ".join(str(p.pid) for p in left)
+            return False, f"still alive {config.deadline:g}s after SIGKILL: {pids}"
+        return True, (f"stopped process group {pgid} ({len(tree)} processes, "
+                      f"{len(alive)} needed SIGKILL)")  # fmt: skip
+
+    def _restart(self) -> ActionResult:
+        config = self._config
+        try:
+            pid = self._pid()
+        except (OSError, ValueError) as exc:
+            return ActionResult(False, f"cannot read a pid from {config.pidfile}: {exc}")
+        stopped_ok, stopped = self._stop(pid) if psutil.pid_exists(pid) else (
+            True, f"pid {pid} was not running")  # fmt: skip
+        if not stopped_ok:
+            return ActionResult(False, stopped)
+        if not config.start:
+            return ActionResult(True, stopped)
+        # setsid --fork: the server runs in a session of its own, reparented away from
+        # medic (it outlives medic, and never lingers as medic's zombie).
+        try:
+            launcher = subprocess.run(
+                ["setsid", "--fork", *config.start], env=_environment(),  # noqa: S607
+                cwd=config.cwd or "/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, timeout=10, check=False,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return ActionResult(False, f"{stopped}; cannot start {config.start[0]}: {exc}")
+        if launcher.returncode != 0:
+            why = f"setsid exited with status {launcher.returncode}"
+            return ActionResult(False, f"{stopped}; cannot start {config.start[0]}: {why}")
+        return ActionResult(True, f"{stopped}; started {config.start[0]}")
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        """Stop the group, wait until it is gone, start again."""
+        if ctx.dry_run:
+            return ActionResult(True, f"would restart the process group of {self._config.pidfile}")
+        result: ActionResult = await run_in_daemon_thread(self._restart)
+        return result
