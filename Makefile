@@ -66,6 +66,7 @@ bench: venv-bench stack
 	$(PY) -m bench.breaker
 	$(PY) -m bench.hostile
 	$(PY) -m bench.probes
+	$(PY) -m bench.targets
 	$(PY) -m bench.recovery
 	$(PY) -m bench.recovery --types 6
 	$(PY) -m bench.webhook
