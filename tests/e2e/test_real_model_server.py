@@ -55,7 +55,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
 serverurl=unix://{work}/supervisor.sock
 [program:triton]
-command={python} {server} {port} {work}/workspace
+command={python} {server} {port} {grpc} {metrics} {work}/workspace
 environment=HOME="{work}",PYTHONUNBUFFERED="1"
 autostart=true
 autorestart=false
@@ -75,13 +75,25 @@ class Supervised:
 
     def __init__(self, work: Path) -> None:
         self.work, self.port = work, free_port()
+        self.ports = (self.port, free_port(), free_port())  # http, grpc, metrics
         self.conf = work / "supervisord.conf"
-        self.conf.write_text(SUPERVISOR.format(work=work, python=VENV / "bin" / "python",
-                                               server=SERVER, port=self.port))  # fmt: skip
+        text = SUPERVISOR.format(
+            work=work,
+            python=VENV / "bin" / "python",
+            server=SERVER,
+            port=self.port,
+            grpc=self.ports[1],
+            metrics=self.ports[2],
+        )
+        self.conf.write_text(text)
         subprocess.run([str(VENV / "bin" / "supervisord"), "-c", str(self.conf)],
                        check=True, timeout=30)  # fmt: skip
         self.url = f"http://127.0.0.1:{self.port}"
-        self.wait_serving()
+        try:
+            self.wait_serving()
+        except BaseException:
+            self.stop()  # no supervisord of ours outlives a failed start
+            raise
 
     def ctl(self, *args: str) -> str:
         argv = [str(VENV / "bin" / "supervisorctl"), "-c", str(self.conf), *args]
@@ -120,7 +132,15 @@ class Supervised:
                 if process.status() == psutil.STATUS_STOPPED:
                     process.send_signal(signal.SIGCONT)
             os.kill(pid, signal.SIGTERM)  # supervisord stops its program (as a group)
-            wait_until(lambda: not psutil.pid_exists(pid), timeout=30, what="supervisord to end")
+            wait_until(lambda: gone(pid), timeout=30, what="supervisord to end")
+
+
+def gone(pid: int) -> bool:
+    """Exited (a daemon's zombie waits for PID 1 to reap it: that is gone too)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +185,8 @@ recovery:
     restart_triton_tree:
       type: command
       argv: [{sys.executable}, {HARD_RESTART}, {VENV / "bin" / "supervisorctl"},
-             {supervised.conf}, triton, "{supervised.port}", "{supervised.port + 1}",
-             "{supervised.port + 2}"]
+             {supervised.conf}, triton, "{supervised.ports[0]}", "{supervised.ports[1]}",
+             "{supervised.ports[2]}"]
   failures:
     model_server_hung:
       verify: [infer]
