@@ -188,8 +188,8 @@ class HealthChecker:
             self._skips[name] = self._skips.get(name, 0) + 1
             last = self._last.get(name)
         self._notify(None)
-        ok = last.ok if last is not None else False
-        return CheckResult(name, ok, f"skipped: {why}", at, 0.0, last.facts if last else ())
+        # Not ok: a skip is no evidence either way (the last real result stays recorded).
+        return CheckResult(name, False, f"skipped: {why}", at, 0.0, last.facts if last else ())
 
     def run_if_enabled(self, name: str) -> CheckResult | None:
         """The scheduler's entry point: run unless disabled or since removed."""

@@ -174,6 +174,11 @@ class FailureConfig(Strict):
     )
     cooldown: CooldownConfig | None = None
 
+    @property
+    def verifies(self) -> bool:
+        """Whether anything confirms a rung worked (checks or the alert's condition)."""
+        return bool(self.verify or self.verify_query)
+
     @field_validator("ladder", mode="before")
     @classmethod
     def _short_rungs(cls, value: object) -> object:

@@ -215,11 +215,7 @@ class Ladder:
                 detail = why
                 if recovered and result.detail:
                     # What the action said, and what verification found when there was any.
-                    detail = (
-                        f"{result.detail}; {why}"
-                        if ladder.verify or ladder.verify_query
-                        else result.detail
-                    )
+                    detail = f"{result.detail}; {why}" if ladder.verifies else result.detail
         elapsed = None if started is None else self._clock.monotonic() - started
         if outcome is Outcome.SUCCEEDED:
             await self.endings.end(
@@ -269,7 +265,7 @@ class Ladder:
             episode.interruptions += 1
             recovered, why = (
                 await verify(self._health, ladder, rung, self._stopping, self._prometheus)
-                if ladder.verify or ladder.verify_query
+                if ladder.verifies
                 else (False, "")
             )
             if recovered:

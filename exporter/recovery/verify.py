@@ -27,7 +27,7 @@ async def verify(
     alert's own condition: `prometheus(expr)` says what still matches, "" for nothing) until
     they pass or the verify deadline passes: (recovered, why). A stop of medic ends the
     wait (not recovered)."""
-    if not ladder.verify and not ladder.verify_query:
+    if not ladder.verifies:
         return True, "no checks to verify with"
     settle = ladder.settle_delay if rung.settle_delay is None else rung.settle_delay
     timeout = ladder.verify_timeout if rung.verify_timeout is None else rung.verify_timeout
@@ -40,8 +40,13 @@ async def verify(
     while True:
         results = await run_in_daemon_thread(lambda: [health.run(n) for n in names])
         failing = [f"{r.name}: {r.reason}" for r in results if not r.ok]
-        if not failing and ladder.verify_query and prometheus is not None:
-            still = await run_in_daemon_thread(lambda: prometheus(str(ladder.verify_query)))
+        if not failing and ladder.verify_query:
+            # Without a Prometheus to ask, the condition is not known to be gone.
+            still = (
+                await run_in_daemon_thread(lambda: prometheus(str(ladder.verify_query)))
+                if prometheus is not None
+                else "no recovery.prometheus_url to ask"
+            )
             if still:
                 failing.append(f"{ladder.verify_query}: {still}")
         waited = loop.time() - started

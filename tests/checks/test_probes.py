@@ -288,6 +288,7 @@ def test_requests_never_overlap_and_a_skip_is_neither_pass_nor_failure(server: S
     wait_until(lambda: server.requests, what="the first request to reach the server")
     second = health.run("gen")  # while the first is in flight
     assert second.reason == "skipped: the previous request is still in flight"
+    assert not second.ok  # no evidence: a verification looking now must look again
     assert len(server.requests) == 1
     first.join(5)
     assert health.results()["gen"].reason.startswith("timeout after 1s")
