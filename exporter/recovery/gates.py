@@ -154,22 +154,40 @@ class BreakerGate:
         return Verdict("admit", settle=(settle,))
 
 
+class SlidingWindow:
+    """At most `limit` takes in any `per` seconds."""
+
+    def __init__(self, limit: int, per: float) -> None:
+        self.limit, self.per = limit, per
+        self._takes: deque[float] = deque()
+
+    def take(self, now: float) -> bool:
+        """Take a slot at `now` if one is free."""
+        while self._takes and self._takes[0] <= now - self.per:
+            self._takes.popleft()
+        if len(self._takes) >= self.limit:
+            return False
+        self._takes.append(now)
+        return True
+
+    def give_back(self, taken: float) -> None:
+        """Return the slot taken at `taken` (what it was for did not happen)."""
+        if self._takes and self._takes[-1] == taken:
+            self._takes.pop()
+
+
 class RateLimitGate:
     """At most `limit` rungs started per `per` seconds, across failure types (sliding)."""
 
     def __init__(self, limit: int, per: float, clock: Clock) -> None:
-        self._limit, self._per, self._clock = limit, per, clock
-        self._starts: deque[float] = deque()
+        self._window, self._clock = SlidingWindow(limit, per), clock
 
     def check(self, step: Step) -> Verdict:
         """Take a slot if one is free; otherwise the ladder stops (skipped_rate_limit)."""
-        now = self._clock.monotonic()
-        while self._starts and self._starts[0] <= now - self._per:
-            self._starts.popleft()
-        if len(self._starts) >= self._limit:
+        if not self._window.take(self._clock.monotonic()):
+            window = self._window
             return skip(Outcome.SKIPPED_RATE_LIMIT,
-                        f"more than {self._limit} actions in {self._per:g}s")  # fmt: skip
-        self._starts.append(now)
+                        f"more than {window.limit} actions in {window.per:g}s")  # fmt: skip
         return ADMIT
 
 
@@ -192,7 +210,11 @@ class TargetGate:
     def __init__(self, config: RecoveryConfig, clock: Clock) -> None:
         self._actions, self._targets, self._clock = config.actions, config.targets, clock
         self._busy: dict[str, int] = {}  # target -> the episode acting on it
-        self._starts: dict[str, deque[float]] = {}
+        self._budgets: dict[str, SlidingWindow] = {
+            name: SlidingWindow(spec.budget.actions, spec.budget.per)
+            for name, spec in config.targets.items()
+            if spec.budget is not None
+        }
         self._rested_from: dict[str, float] = {}  # target -> when its last disruption ended
 
     def check(self, step: Step) -> Verdict:
@@ -215,15 +237,11 @@ class TargetGate:
             if rested is not None and now < rested + limits.cooldown:
                 left = rested + limits.cooldown - now
                 return skip(Outcome.SKIPPED_TARGET_COOLDOWN, f"{target} rests for {left:.0f}s more")
-            if limits.budget is not None:
-                starts = self._starts.setdefault(target, deque())
-                while starts and starts[0] <= now - limits.budget.per:
-                    starts.popleft()
-                if len(starts) >= limits.budget.actions:
-                    return skip(Outcome.SKIPPED_TARGET_BUDGET,
-                                f"{target} had {len(starts)} disruptive actions in "
-                                f"{limits.budget.per:g}s")  # fmt: skip
-                starts.append(now)
+            budget = self._budgets.get(target)
+            if budget is not None and not budget.take(now):
+                return skip(Outcome.SKIPPED_TARGET_BUDGET,
+                            f"{target} had {budget.limit} disruptive actions in "
+                            f"{budget.per:g}s")  # fmt: skip
         self._busy[target] = step.episode.id
 
         def settle(ok: bool | None) -> None:
@@ -232,9 +250,9 @@ class TargetGate:
             if not disruptive:
                 return
             if ok is None:  # a later gate refused, or medic stopped first: not a disruption
-                starts = self._starts.get(target)
-                if starts and starts[-1] == now:
-                    starts.pop()
+                budget = self._budgets.get(target)
+                if budget is not None:
+                    budget.give_back(now)
                 return
             self._rested_from[target] = self._clock.monotonic()
 
