@@ -6,14 +6,13 @@ person at 3 a.m. does not have to assemble a curl line with the token.
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
 import httpx
 
 from exporter.config import Config, split_listen
-from exporter.webhook.auth import SecretError, read_secret
+from exporter.webhook.auth import SecretError, authorization
 
 
 class RemoteError(Exception):
@@ -39,11 +38,7 @@ def auth_headers(config: Config) -> dict[str, str]:
     if auth is None:
         return {}
     try:
-        if auth.bearer_token is not None:
-            return {"authorization": f"Bearer {read_secret(auth.bearer_token).decode()}"}
-        assert auth.basic is not None
-        pair = auth.basic.username.encode() + b":" + read_secret(auth.basic.password)
-        return {"authorization": f"Basic {base64.b64encode(pair).decode()}"}
+        return authorization(auth.bearer_token, auth.basic)
     except SecretError as exc:
         raise RemoteError(f"server.auth: {exc}") from None
 

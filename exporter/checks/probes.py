@@ -24,7 +24,7 @@ from exporter.config.probes import (
     RequestCheckConfig,
     TcpCheckConfig,
 )
-from exporter.webhook.auth import SecretError, read_secret
+from exporter.webhook.auth import SecretError, authorization
 from exporter.webhook.pull import tls_context
 
 
@@ -73,19 +73,14 @@ class HttpProbe:
         self._config = config
         self._setup_error = ""
         headers = dict(config.headers)
-        auth: httpx.Auth | None = None
         try:
-            if config.bearer_token is not None:
-                headers["Authorization"] = "Bearer " + read_secret(config.bearer_token).decode()
-            elif config.basic_auth is not None:
-                password = read_secret(config.basic_auth.password).decode()
-                auth = httpx.BasicAuth(config.basic_auth.username, password)
+            headers.update(authorization(config.bearer_token, config.basic_auth))
         except SecretError as exc:
             self._setup_error = str(exc)  # each run fails with it; medic keeps serving
         verify = tls_context(config.tls)
         headers.setdefault("User-Agent", "medic-probe")
         self._client = httpx.Client(
-            headers=headers, auth=auth, verify=verify, timeout=config.timeout,
+            headers=headers, verify=verify, timeout=config.timeout,
             follow_redirects=config.follow_redirects,
         )  # fmt: skip
         self._match = [re.compile(p) for p in config.fail_if_body_matches_regexp]

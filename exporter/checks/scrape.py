@@ -17,7 +17,7 @@ from exporter.checks.base import Observation
 from exporter.checks.metricrules import RuleEvaluator, RuleFact, Snapshot
 from exporter.clock import Clock, SystemClock
 from exporter.config.metricscheck import MetricsCheckConfig, merged_rules
-from exporter.webhook.auth import SecretError, read_secret
+from exporter.webhook.auth import SecretError, authorization
 
 TEXT = "text/plain;version=0.0.4;q=1.0, application/openmetrics-text;q=0.5"
 
@@ -65,11 +65,10 @@ class MetricsProbe:
         self._wanted = self.evaluator.wanted()
         headers = {"Accept": TEXT, "User-Agent": "medic-metrics", **config.headers}
         self._setup_error = ""
-        if config.bearer_token is not None:
-            try:
-                headers["Authorization"] = "Bearer " + read_secret(config.bearer_token).decode()
-            except SecretError as exc:
-                self._setup_error = str(exc)
+        try:
+            headers.update(authorization(config.bearer_token))
+        except SecretError as exc:
+            self._setup_error = str(exc)  # each run fails with it; medic keeps serving
         self._client = httpx.Client(headers=headers, timeout=config.timeout)
 
     def __call__(self) -> Observation:

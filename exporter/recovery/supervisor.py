@@ -11,16 +11,16 @@ still holds ports or GPU memory; verify the rung with a real request.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import socket
 import xmlrpc.client
 from typing import Any
 
 from exporter.config.recovery import SupervisorActionConfig
+from exporter.config.server import BasicAuthConfig
 from exporter.recovery.actions import ActionContext, run_in_daemon_thread
 from exporter.recovery.types import ActionResult
-from exporter.webhook.auth import SecretError, read_secret
+from exporter.webhook.auth import SecretError, authorization
 
 ALIVE = ("RUNNING", "STARTING", "BACKOFF")
 
@@ -76,10 +76,10 @@ class SupervisorAction:
 
     def _proxy(self) -> Any:
         config = self._config
-        headers: list[tuple[str, str]] = []
+        basic = None
         if config.username is not None and config.password is not None:
-            pair = config.username.encode() + b":" + read_secret(config.password)
-            headers.append(("Authorization", "Basic " + base64.b64encode(pair).decode()))
+            basic = BasicAuthConfig(username=config.username, password=config.password)
+        headers = list(authorization(None, basic).items())
         if config.url.startswith("unix://"):
             path = config.url[len("unix://") :]
             transport: xmlrpc.client.Transport = _UnixTransport(path, self._timeout, headers)

@@ -8,7 +8,7 @@ import hmac
 import os
 from pathlib import Path
 
-from exporter.config.server import AuthConfig, SecretConfig
+from exporter.config.server import AuthConfig, BasicAuthConfig, SecretConfig
 
 
 class SecretError(Exception):
@@ -32,6 +32,19 @@ def read_secret(secret: SecretConfig) -> bytes:
     if not value:
         raise SecretError(f"secret {secret.file or secret.env} is empty")
     return value
+
+
+def authorization(
+    bearer_token: SecretConfig | None = None, basic: BasicAuthConfig | None = None
+) -> dict[str, str]:
+    """The Authorization header a client sends: a bearer token, or basic credentials (both
+    read now; SecretError if unavailable); empty for neither."""
+    if bearer_token is not None:
+        return {"Authorization": "Bearer " + read_secret(bearer_token).decode()}
+    if basic is not None:
+        pair = basic.username.encode() + b":" + read_secret(basic.password)
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+    return {}
 
 
 class Authenticator:

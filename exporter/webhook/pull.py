@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from exporter.clock import Clock
 from exporter.config.webhook import ClientTlsConfig, PullConfig
 from exporter.histogram import Histogram
-from exporter.webhook.auth import read_secret
+from exporter.webhook.auth import authorization
 from exporter.webhook.intake import Answer, Intake
 from exporter.webhook.models import PULLED, Alert, PulledAlert
 
@@ -58,14 +58,9 @@ def tls_context(tls: ClientTlsConfig | None) -> ssl.SSLContext | bool:
 
 def http_client(config: PullConfig) -> httpx.Client:
     """An httpx client with the configured auth, TLS and timeout (secrets read now)."""
-    headers = {"Accept": "application/json", "User-Agent": "medic"}
-    auth: httpx.Auth | None = None
-    if config.bearer_token is not None:
-        headers["Authorization"] = "Bearer " + read_secret(config.bearer_token).decode()
-    elif config.basic_auth is not None:
-        password = read_secret(config.basic_auth.password).decode()
-        auth = httpx.BasicAuth(config.basic_auth.username, password)
-    return httpx.Client(headers=headers, auth=auth, verify=tls_context(config.tls),
+    headers = {"Accept": "application/json", "User-Agent": "medic",
+               **authorization(config.bearer_token, config.basic_auth)}  # fmt: skip
+    return httpx.Client(headers=headers, verify=tls_context(config.tls),
                         timeout=config.timeout, follow_redirects=False)  # fmt: skip
 
 
