@@ -94,17 +94,18 @@ class RuleEvaluator:
         """Whether any stalled rule's progress counters grew in the `within` seconds before
         `now` (scrapes older than that, e.g. of a /metrics that stopped answering, say
         nothing)."""
-        recent = [(at, s) for at, s in self._history if at >= now - within]
-        for rule in self.rules:
-            if rule.kind != "stalled" or not rule.progress:
-                continue
-            readings = [
-                sum(v for n in rule.progress for _, v in _selected(s.get(n, []), rule.labels))
-                for _, s in recent
-            ]
-            if len(readings) >= 2 and increase(readings) > 0:
-                return True
-        return False
+        return any(
+            increase(self._readings(rule.progress, rule.labels, within, summed=True, end=now)) > 0
+            for rule in self.rules
+            if rule.kind == "stalled" and rule.progress
+        )
+
+    def _window(self, within: float, end: float | None = None) -> list[tuple[float, Snapshot]]:
+        """The scrapes of the `within` seconds up to `end` (default: the last scrape)."""
+        if not self._history:
+            return []
+        end = self._history[-1][0] if end is None else end
+        return [(at, snapshot) for at, snapshot in self._history if at >= end - within]
 
     # --- the kinds ----------------------------------------------------------------------
     def _evaluate(self, rule: MetricRuleConfig, at: float) -> RuleFact:
@@ -119,13 +120,11 @@ class RuleEvaluator:
         if value is None:
             self._since.pop(rule.name, None)
             return RuleFact(rule.name, None, False)
-        crossed = (rule.above is not None and value > rule.above) or (
-            rule.below is not None and value < rule.below
-        )
-        firing = self._held(rule.name, crossed, at, rule.for_)
+        over = rule.above is not None and value > rule.above
+        under = rule.below is not None and value < rule.below
+        firing = self._held(rule.name, over or under, at, rule.for_)
         detail = ""
         if firing:
-            over = rule.above is not None and value > rule.above
             side = f"above {rule.above:g}" if over else f"below {rule.below:g}"
             held = f" for {rule.for_:g}s" if rule.for_ else ""
             detail = f"{rule.name}: {value:g} {side}{held}"
@@ -149,22 +148,18 @@ class RuleEvaluator:
         return sum(v for _, v in _selected(snapshot[name], rule.labels))
 
     def _readings(self, names: list[str], labels: Mapping[str, str], within: float,
-                  summed: bool) -> list[float]:  # fmt: skip
-        """One value per scrape in the last `within` seconds: the first present name's
-        (summed over its series), or with `summed` the sum of every name's."""
-        end = self._history[-1][0]
+                  summed: bool, end: float | None = None) -> list[float]:  # fmt: skip
+        """One value per scrape in the window: the first present name's (summed over its
+        series), or with `summed` the sum of every name's."""
         values = []
-        for at, snapshot in self._history:
-            if at < end - within:
-                continue
+        for _, snapshot in self._window(within, end):
             if summed:
                 chosen = [n for n in names if n in snapshot]
             else:
                 first = self._present(names, snapshot)
                 chosen = [first] if first else []
-            if not chosen:
-                continue
-            values.append(sum(v for n in chosen for _, v in _selected(snapshot[n], labels)))
+            if chosen:
+                values.append(sum(v for n in chosen for _, v in _selected(snapshot[n], labels)))
         return values
 
     def _rate(self, rule: MetricRuleConfig) -> float | None:
@@ -175,14 +170,12 @@ class RuleEvaluator:
         return increase(readings) / span
 
     def _span(self, within: float) -> float:
-        end = self._history[-1][0]
-        times = [at for at, _ in self._history if at >= end - within]
+        times = [at for at, _ in self._window(within)]
         return times[-1] - times[0] if times else 0.0
 
     def _quantile(self, rule: MetricRuleConfig) -> float | None:
         assert rule.quantile is not None
-        end = self._history[-1][0]
-        in_window = [(at, s) for at, s in self._history if at >= end - rule.window]
+        in_window = self._window(rule.window)
         if len(in_window) < 2:
             return None
         per_bound: dict[float, list[float]] = {}
