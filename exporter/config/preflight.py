@@ -36,36 +36,32 @@ class Found:
 Loc = tuple[str | int, ...]
 
 
-def _files(node: Any, loc: Loc = ()) -> Iterator[tuple[Loc, str, bool]]:
+def _entries(node: Any, loc: Loc = ()) -> Iterator[tuple[Loc, Any, Any]]:
+    """Every key of every mapping in the parsed data, with its location and value."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            yield (*loc, key), key, value
+            yield from _entries(value, (*loc, key))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _entries(item, (*loc, index))
+
+
+def _files(data: Any) -> Iterator[tuple[Loc, str, bool]]:
     """(location, path, is_secret) of every file the config makes medic read."""
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            here = (*loc, key)
-            if key in SECRET_KEYS and isinstance(value, Mapping):
-                if isinstance(value.get("file"), str):
-                    yield (*here, "file"), value["file"], True
-            elif key in FILE_KEYS and isinstance(value, str):
-                yield here, value, False
-            yield from _files(value, here)
-    elif isinstance(node, list):
-        for index, item in enumerate(node):
-            yield from _files(item, (*loc, index))
+    for loc, key, value in _entries(data):
+        if key in SECRET_KEYS and isinstance(value, Mapping):
+            if isinstance(value.get("file"), str):
+                yield (*loc, "file"), value["file"], True
+        elif key in FILE_KEYS and isinstance(value, str):
+            yield loc, value, False
 
 
-def _env_secrets(node: Any, loc: Loc = ()) -> Iterator[tuple[Loc, str]]:
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            here = (*loc, key)
-            if (
-                key in SECRET_KEYS
-                and isinstance(value, Mapping)
-                and isinstance(value.get("env"), str)
-            ):
-                yield (*here, "env"), value["env"]
-            yield from _env_secrets(value, here)
-    elif isinstance(node, list):
-        for index, item in enumerate(node):
-            yield from _env_secrets(item, (*loc, index))
+def _env_secrets(data: Any) -> Iterator[tuple[Loc, str]]:
+    """(location, variable) of every secret read from the environment."""
+    for loc, key, value in _entries(data):
+        if key in SECRET_KEYS and isinstance(value, Mapping) and isinstance(value.get("env"), str):
+            yield (*loc, "env"), value["env"]
 
 
 def _unreadable(path: str, secret: bool) -> str | None:

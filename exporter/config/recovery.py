@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -44,11 +44,12 @@ class ActionBase(Strict):
         "supervisor actions are, http and in-process ones are not)",
     )
 
+    DISRUPTIVE: ClassVar[bool] = False
+    """Whether this kind of action disrupts its target unless the config says otherwise."""
+
     def is_disruptive(self) -> bool:
         """Whether the target's budget and cooldown count this action."""
-        if self.disruptive is not None:
-            return self.disruptive
-        return getattr(self, "type", "") in ("command", "signal", "supervisor", "process")
+        return self.DISRUPTIVE if self.disruptive is None else self.disruptive
 
 
 class InProcessActionConfig(ActionBase):
@@ -73,6 +74,8 @@ class CommandActionConfig(ActionBase):
     """A program run with an argv list (never a shell); alert labels arrive only as
     MEDIC_LABEL_<NAME> environment variables."""
 
+    DISRUPTIVE = True
+
     type: Literal["command"]
     argv: Annotated[list[str], Field(min_length=1)]
     cwd: str | None = None
@@ -88,6 +91,8 @@ class CommandActionConfig(ActionBase):
 class SignalActionConfig(ActionBase):
     """A signal to the process whose pid is in `pidfile`."""
 
+    DISRUPTIVE = True
+
     type: Literal["signal"]
     pidfile: str
     signal: Literal["SIGHUP", "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGQUIT"] = "SIGHUP"
@@ -95,6 +100,8 @@ class SignalActionConfig(ActionBase):
 
 class SupervisorActionConfig(ActionBase):
     """Restart a supervisord program (XML-RPC: stop, then start, waiting until RUNNING)."""
+
+    DISRUPTIVE = True
 
     type: Literal["supervisor"]
     url: Annotated[str, Field(pattern=r"^(unix:///|https?://)")] = Field(
@@ -107,6 +114,8 @@ class SupervisorActionConfig(ActionBase):
 
 class ProcessActionConfig(ActionBase):
     """Restart a process group from its pid file: SIGTERM, grace, SIGKILL, gone, start."""
+
+    DISRUPTIVE = True
 
     type: Literal["process"]
     pidfile: str
