@@ -16,9 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from exporter.checks import HealthChecker, Observation
+from exporter.checks.host import HostMemoryCheck
 from exporter.recovery.types import RecoveryAttempt
 from exporter.resilience import GracefulDegradation
 
@@ -191,9 +190,5 @@ def check_disk_space(path: str | Path = "/", min_free_ratio: float = 0.05,
 
 
 def check_memory_usage(max_used_ratio: float = 0.95) -> Observation:
-    """Host memory in use is below max_used_ratio."""
-    memory = psutil.virtual_memory()
-    used = 1 - memory.available / memory.total
-    if used > max_used_ratio:
-        return Observation(problems=(f"memory {used:.1%} used, above {max_used_ratio:.0%}",))
-    return Observation()
+    """Host memory in use is below max_used_ratio (the host_memory check's judgement)."""
+    return Observation(problems=HostMemoryCheck(1 - max_used_ratio)().problems)
