@@ -227,7 +227,7 @@ class Medic:
             from exporter.webhook.silences import AlertmanagerSilences  # noqa: PLC0415
 
             silences = AlertmanagerSilences(config.webhook.pull, self.clock)  # cached a poll long
-        events = frozenset(c.name for c in config.checks if c.type == "log")
+        events = frozenset(c.name for c in config.checks if c.REPORTS_EVENTS)
         triggers = LocalTriggers(
             self.health, self.recovery, wanted, host_labels(config, self.identity),
             silences=silences, on_change=self.render_loop.invalidate, events=events,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -31,6 +31,10 @@ class CheckBase(Strict):
     start_period: Annotated[Duration, Field(ge=0)] = Field(
         default=0.0, description="failures in this long after medic starts are not counted"
     )
+    REPORTS_EVENTS: ClassVar[bool] = False
+    """Whether failing means "something happened lately" (a log line) rather than "is
+    broken now": then the failing streak ending says nothing about recovery."""
+
     trigger: FailureTypeName | None = Field(
         default=None,
         description="run this failure type's ladder when the check becomes failing (a local "

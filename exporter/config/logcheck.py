@@ -48,6 +48,8 @@ class LogPatternConfig(Strict):
 class LogCheckConfig(CheckBase):
     """Counts matching lines; fails for `hold` after a match (a local trigger's streak)."""
 
+    REPORTS_EVENTS = True
+
     type: Literal["log"]
     path: str | None = Field(default=None, description="a log file, followed across rotation")
     unit: str | None = Field(default=None, description="a systemd unit's journal")
