@@ -76,6 +76,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     medic = MedicProcess(["--config", str(work / "medic.yml")], work / "medic.log",
                          env={fakenvml.ENV: str(gpus.path)})  # fmt: skip
     prom = None
+    stop, feeder = threading.Event(), None
     try:
         url = medic.wait_listening()
         wait_until(lambda: httpx.get(f"{url}/-/ready").status_code == 200, what="medic ready")
@@ -87,7 +88,6 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
         gpus.state["xid_events"] = [{"gpu": 1, "xid": 79}]
         gpus.write()
         httpx.post(f"{url}/api/v1/failures", json={"failure_type": "generation_pipeline_error"})
-        stop = threading.Event()
 
         def traffic() -> None:
             while True:
@@ -100,8 +100,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
         feeder.start()
         yield prom
     finally:
-        if "stop" in locals():
-            stop.set()
+        stop.set()
+        if feeder is not None:
             feeder.join(10)
         if prom is not None:
             prom.stop()

@@ -56,6 +56,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl=unix://{work}/supervisor.sock
 [program:triton]
 command={python} {server} {port} {grpc} {metrics} {work}/workspace
+directory={work}
 environment=HOME="{work}",PYTHONUNBUFFERED="1"
 autostart=true
 autorestart=false
