@@ -39,6 +39,7 @@ from exporter.metrics.resilience import ResilienceCollector
 from exporter.metrics.webhook import WebhookCollector
 from exporter.recovery.actions import ActionRegistry
 from exporter.recovery.engine import RecoveryEngine, Submission
+from exporter.recovery.hygiene import NvmlProcesses
 from exporter.recovery.journal import Journal
 from exporter.recovery.triggers import LocalTriggers
 from exporter.recovery.types import FailureEvent
@@ -174,6 +175,14 @@ class Medic:
             # Commands' witness, status and output files: beside the journal that refers to
             # them (a private temporary directory when there is no journal).
             runs=config.data_dir / RUNS_DIR if self.db is not None else None,
+            # Restart hygiene asks NVML which old processes still hold GPU memory, with the
+            # module the gpu check reads (the fake one in demos and tests).
+            gpu_processes=NvmlProcesses(
+                next(
+                    (c.nvml_module for c in config.checks if isinstance(c, GpuCheckConfig)),
+                    "pynvml",
+                )
+            ),
         )
         self.registry.register(RecoveryCollector(self.recovery))
         # Polled, not pushed: under an alert flood a re-render per event would cost more

@@ -30,6 +30,66 @@ BODY_FIELDS = ("failure_type", "source", "dedup_key", "fingerprint", "starts_at"
 SIGNALS = ("SIGHUP", "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGQUIT")
 
 
+IDLE_PRESETS: dict[str, list[str]] = {
+    "vllm": ["vllm:num_requests_running", "vllm:num_requests_waiting"],
+    "tgi": ["tgi_queue_size", "tgi_batch_current_size"],
+    "triton": ["nv_inference_pending_request_count"],
+    "sglang": ["sglang:num_running_reqs", "sglang:num_queue_reqs"],
+    "llamacpp": ["llamacpp:requests_processing", "llamacpp:requests_deferred"],
+}
+"""The gauges whose sum is a server's in-flight work (the model-server notes, section 2)."""
+
+
+class DrainCallConfig(Strict):
+    """One request of a drain: take the server out of its load balancer, or put it back."""
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | None = Field(default=None, description="sent as given (JSON: set a header)")
+
+
+class DrainIdleConfig(Strict):
+    """In-flight work read from the server's /metrics: the sum of `metrics` (or a preset's)."""
+
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    preset: Literal["vllm", "tgi", "triton", "sglang", "llamacpp"] | None = None
+    metrics: list[Annotated[str, Field(pattern=r"^[A-Za-z_:][A-Za-z0-9_:]*$")]] = Field(
+        default_factory=list, description="gauges summed (absent: 0); a preset's if empty"
+    )
+    max: Annotated[float, Field(ge=0)] = Field(default=0.0, description="idle at or below")
+
+    @model_validator(mode="after")
+    def _some_metrics(self) -> DrainIdleConfig:
+        if not self.metrics and self.preset is None:
+            raise ValueError("give metrics or a preset")
+        return self
+
+    def names(self) -> list[str]:
+        """The gauges to sum."""
+        return list(self.metrics) or IDLE_PRESETS[str(self.preset)]
+
+
+class DrainConfig(Strict):
+    """Optional steps around an action: call, wait until idle or the deadline, act, undo."""
+
+    call: DrainCallConfig | None = Field(
+        default=None, description="before: take it out of the load balancer / set not-ready"
+    )
+    idle: DrainIdleConfig | None = Field(
+        default=None, description="then wait until in-flight work is at most idle.max"
+    )
+    deadline: PositiveDuration = Field(default=60.0, description="longest wait for idle")
+    on_deadline: Literal["act", "fail"] = Field(
+        default="act",
+        description="still busy at the deadline: act anyway, or fail the rung (undoing)",
+    )
+    poll: PositiveDuration = 0.2
+    undo: DrainCallConfig | None = Field(
+        default=None, description="after the action, whatever its result: put it back"
+    )
+
+
 class ActionBase(Strict):
     """What every action may say: the thing it acts on, and whether acting disrupts it."""
 
@@ -42,6 +102,10 @@ class ActionBase(Strict):
         default=None,
         description="counts against the target's budget (default: command, signal and "
         "supervisor actions are, http and in-process ones are not)",
+    )
+
+    drain: DrainConfig | None = Field(
+        default=None, description="drain the server before the action, undo after it"
     )
 
     DISRUPTIVE: ClassVar[bool] = False
@@ -58,8 +122,21 @@ class InProcessActionConfig(ActionBase):
     type: Literal["in_process"]
 
 
+GentlePreset = Literal[
+    "vllm_reset_prefix_cache",
+    "vllm_sleep_wake",
+    "sglang_flush_cache",
+    "triton_reload",
+    "ollama_unload",
+    "llamacpp_slot_erase",
+]
+"""A model server's lever gentler than a restart (the model-server notes, section 6)."""
+
+
 class HttpActionConfig(ActionBase):
-    """An HTTP request, e.g. to the model server's admin endpoint; 2xx is success."""
+    """An HTTP request, e.g. to the model server's admin endpoint; 2xx is success. With a
+    `preset`, one of a server's gentle levers, its precondition checked first; `url` is
+    then the server's base URL."""
 
     type: Literal["http"]
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
@@ -68,6 +145,28 @@ class HttpActionConfig(ActionBase):
     body_fields: list[Literal[
         "failure_type", "source", "dedup_key", "fingerprint", "starts_at", "labels"
     ]] = Field(default_factory=list, description="alert fields sent as a JSON object")  # fmt: skip
+    preset: GentlePreset | None = None
+    model: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")] | None = Field(
+        default=None, description="triton_reload and ollama_unload: the model"
+    )
+    slot: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="llamacpp_slot_erase: one slot (default: every idle one)"
+    )
+    request_timeout: PositiveDuration = Field(default=10.0, description="each request's")
+
+    @model_validator(mode="after")
+    def _preset_needs(self) -> HttpActionConfig:
+        if self.preset in ("triton_reload", "ollama_unload") and self.model is None:
+            raise ValueError(f"preset {self.preset} needs model")
+        if self.preset is not None and (self.body_fields or self.method != "POST"):
+            raise ValueError("a preset makes its own requests: drop method and body_fields")
+        return self
+
+    def is_disruptive(self) -> bool:
+        """vLLM's sleep fails requests while it sleeps; the other levers do not restart."""
+        if self.disruptive is None and self.preset == "vllm_sleep_wake":
+            return True
+        return super().is_disruptive()
 
 
 class CommandActionConfig(ActionBase):
@@ -98,10 +197,37 @@ class SignalActionConfig(ActionBase):
     signal: Literal["SIGHUP", "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGQUIT"] = "SIGHUP"
 
 
-class SupervisorActionConfig(ActionBase):
-    """Restart a supervisord program (XML-RPC: stop, then start, waiting until RUNNING)."""
+class HygieneConfig(Strict):
+    """Between a restart's stop and its start: the old tree gone, its GPU memory released."""
+
+    tree: bool = Field(default=True, description="wait until every process of the old tree is gone")
+    kill_leftovers: bool = Field(
+        default=True, description="SIGKILL what of the old tree outlives the stop"
+    )
+    gpu_memory: bool = Field(
+        default=False,
+        description="wait until NVML shows none of the old processes holding GPU memory",
+    )
+    deadline: PositiveDuration = Field(
+        default=30.0, description="for both, from the end of the stop; then the rung fails"
+    )
+    start_deadline: PositiveDuration | None = Field(
+        default=None,
+        description="after the start, how long the failure type's verify checks may take "
+        "to pass (the rung's verify_timeout wins)",
+    )
+
+
+class RestartBase(ActionBase):
+    """A typed restart: stop, hygiene, start."""
 
     DISRUPTIVE = True
+
+    hygiene: HygieneConfig = HygieneConfig()
+
+
+class SupervisorActionConfig(RestartBase):
+    """Restart a supervisord program (XML-RPC: stop, then start, waiting until RUNNING)."""
 
     type: Literal["supervisor"]
     url: Annotated[str, Field(pattern=r"^(unix:///|https?://)")] = Field(
@@ -112,23 +238,75 @@ class SupervisorActionConfig(ActionBase):
     password: SecretConfig | None = None
 
 
-class ProcessActionConfig(ActionBase):
+class ProcessActionConfig(RestartBase):
     """Restart a process group from its pid file: SIGTERM, grace, SIGKILL, gone, start."""
-
-    DISRUPTIVE = True
 
     type: Literal["process"]
     pidfile: str
     grace: Annotated[Duration, Field(ge=0)] = Field(
         default=10.0, description="how long the group may take to exit after SIGTERM"
     )
-    deadline: PositiveDuration = Field(
-        default=10.0, description="how long after SIGKILL the tree must be gone"
-    )
     start: list[str] = Field(
         default_factory=list, description="argv that starts it again (empty: stop only)"
     )
     cwd: str | None = None
+
+
+class SystemdActionConfig(RestartBase):
+    """Restart a systemd unit over D-Bus (org.freedesktop.systemd1), waiting for its jobs."""
+
+    type: Literal["systemd"]
+    unit: Annotated[str, Field(pattern=r"^[A-Za-z0-9:_.@\\-]+\.(service|socket|target|scope)$")]
+    bus: Literal["system", "session"] | Annotated[str, Field(pattern=r"^(unix|tcp):")] = Field(
+        default="system", description="system, session, or a D-Bus address"
+    )
+    job_mode: Literal["replace", "fail"] = "replace"
+
+
+class DockerActionConfig(RestartBase):
+    """Restart a container through the Docker Engine API on its unix socket."""
+
+    type: Literal["docker"]
+    container: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+    socket: str = "/var/run/docker.sock"
+    stop_timeout: Annotated[int, Field(ge=0, le=3600)] = Field(
+        default=10, description="seconds the engine waits after the stop signal, then SIGKILL"
+    )
+    signal: Annotated[str, Field(pattern=r"^SIG[A-Z0-9]+$")] | None = None
+    api_version: Annotated[str, Field(pattern=r"^1\.[0-9]+$")] | None = Field(
+        default=None, description="e.g. 1.43; none: the engine's own"
+    )
+
+
+class KubernetesActionConfig(RestartBase):
+    """Restart this node's pods matching a selector: delete, evict, or a rollout restart."""
+
+    type: Literal["kubernetes"]
+    namespace: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+    selector: Annotated[dict[str, str], Field(min_length=1)] = Field(
+        description="the pods' labels (matchLabels: every one must match)"
+    )
+    node: str | None = Field(
+        default=None, description="only pods on this node (default: $NODE_NAME, if set)"
+    )
+    mode: Literal["delete", "evict", "rollout"] = "delete"
+    grace_period: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="seconds; none: the pod's terminationGracePeriodSeconds"
+    )
+    kubeconfig: str | None = Field(
+        default=None, description="a kubeconfig file; none: in-cluster, else ~/.kube/config"
+    )
+    api_timeout: PositiveDuration = 10.0
+
+    @model_validator(mode="after")
+    def _no_gpu_hygiene(self) -> KubernetesActionConfig:
+        if self.hygiene.gpu_memory:
+            raise ValueError(
+                "hygiene.gpu_memory: the kubernetes action cannot tell which host processes "
+                "were the pod's; the kubelet waits for the old containers (hygiene.tree "
+                "waits for the old pods to be gone)"
+            )
+        return self
 
 
 ActionConfig = Annotated[
@@ -137,7 +315,10 @@ ActionConfig = Annotated[
     | CommandActionConfig
     | SignalActionConfig
     | SupervisorActionConfig
-    | ProcessActionConfig,
+    | ProcessActionConfig
+    | SystemdActionConfig
+    | DockerActionConfig
+    | KubernetesActionConfig,
     Field(discriminator="type"),
 ]
 

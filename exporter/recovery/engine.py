@@ -25,13 +25,9 @@ from typing import Any, TypeVar
 from exporter.checks import HealthChecker
 from exporter.clock import Clock
 from exporter.config.recovery import (
-    CommandActionConfig,
-    HttpActionConfig,
+    ActionBase,
     InProcessActionConfig,
-    ProcessActionConfig,
     RecoveryConfig,
-    SignalActionConfig,
-    SupervisorActionConfig,
 )
 from exporter.events import EventHub
 from exporter.recovery import resume
@@ -49,7 +45,7 @@ from exporter.recovery.claims import Claims
 from exporter.recovery.dispatch import Dispatcher, Withdrawn
 from exporter.recovery.endings import final_record
 from exporter.recovery.episode import Episode
-from exporter.recovery.external import CommandAction, HttpAction, SignalAction
+from exporter.recovery.factory import build
 from exporter.recovery.gates import (
     BreakerGate,
     CooldownGate,
@@ -60,6 +56,7 @@ from exporter.recovery.gates import (
     Step,
     TargetGate,
 )
+from exporter.recovery.hygiene import GpuProcesses
 from exporter.recovery.journal import Journal
 from exporter.recovery.ladder import Ladder
 from exporter.recovery.types import LADDER, RUNNING, FailureEvent, Outcome, RecoveryAttempt
@@ -107,8 +104,10 @@ class RecoveryEngine:
         actions: ActionRegistry | None = None,
         events: EventHub | None = None,
         runs: Path | None = None,
+        gpu_processes: GpuProcesses | None = None,
     ) -> None:
         self.config = config
+        self._gpu_processes = gpu_processes
         self.actions = actions or ActionRegistry()
         self._health = health
         self._breakers = breakers
@@ -418,22 +417,15 @@ class RecoveryEngine:
         return MissingAction(name)
 
     def _external(self, name: str, spec: object) -> Action | None:
-        """The action for a configured command, http, signal or supervisor action."""
-        if isinstance(spec, CommandActionConfig):
-            return CommandAction(name, spec, self.accounting.label_altered)
-        if isinstance(spec, HttpActionConfig):
-            return HttpAction(name, spec)
-        if isinstance(spec, SignalActionConfig):
-            return SignalAction(name, spec)
-        if isinstance(spec, SupervisorActionConfig):
-            from exporter.recovery.supervisor import SupervisorAction  # noqa: PLC0415
+        """The action for a configured command, http, signal or typed restart, inside its
+        drain when it has one."""
+        action = build(name, spec, gpu=self._gpu_processes,
+                       label_altered=self.accounting.label_altered)  # fmt: skip
+        if action is not None and isinstance(spec, ActionBase) and spec.drain is not None:
+            from exporter.recovery.drain import Drained  # noqa: PLC0415
 
-            return SupervisorAction(name, spec)
-        if isinstance(spec, ProcessActionConfig):
-            from exporter.recovery.processrestart import ProcessRestartAction  # noqa: PLC0415
-
-            return ProcessRestartAction(name, spec)
-        return None
+            return Drained(action, spec.drain)
+        return action
 
     def _changed(self) -> None:
         self.version += 1

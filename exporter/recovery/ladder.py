@@ -20,7 +20,7 @@ from pathlib import Path
 
 from exporter.checks import HealthChecker
 from exporter.clock import Clock
-from exporter.config.recovery import FailureConfig, RecoveryConfig, RungConfig
+from exporter.config.recovery import FailureConfig, RecoveryConfig, RestartBase, RungConfig
 from exporter.recovery import launch
 from exporter.recovery.accounting import Accounting
 from exporter.recovery.actions import Action, ActionContext
@@ -83,6 +83,11 @@ class Ladder:
         self._stopping = stopping
         self.endings = Endings(config, journal=journal, claims=claims, accounting=accounting,
                                clock=clock, runs=runs)  # fmt: skip
+
+    def _startup(self, rung: RungConfig) -> float | None:
+        """The rung's action's start-up deadline (a typed restart's hygiene), if any."""
+        spec = self._config.actions.get(rung.action)
+        return spec.hygiene.start_deadline if isinstance(spec, RestartBase) else None
 
     # --- the walk -----------------------------------------------------------------------
     def close(self) -> None:
@@ -209,8 +214,9 @@ class Ladder:
                 outcome = Outcome.FAILED
             else:
                 recovered, why = await verify(
-                    self._health, ladder, rung, self._stopping, self._prometheus
-                )
+                    self._health, ladder, rung, self._stopping, self._prometheus,
+                    startup=self._startup(rung),
+                )  # fmt: skip
                 outcome = Outcome.SUCCEEDED if recovered else Outcome.NOT_RECOVERED
                 detail = why
                 if recovered and result.detail:
@@ -264,7 +270,14 @@ class Ladder:
         if self._config.interrupted == "retry_once" and episode.interruptions == 0:
             episode.interruptions += 1
             recovered, why = (
-                await verify(self._health, ladder, rung, self._stopping, self._prometheus)
+                await verify(
+                    self._health,
+                    ladder,
+                    rung,
+                    self._stopping,
+                    self._prometheus,
+                    startup=self._startup(rung),
+                )
                 if ladder.verifies
                 else (False, "")
             )

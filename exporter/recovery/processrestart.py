@@ -1,7 +1,7 @@
 """The `process` action: restart a server's whole process group from its pid file.
 
 SIGTERM to the group, `grace` to exit, SIGKILL to what is left, and the tree must be gone
-within `deadline` before anything starts again: a model server's engine processes outlive
+within the hygiene deadline before anything starts again: a model server's engine processes outlive
 a killed parent and keep its ports and GPU memory (the model-server notes, "Restart
 hygiene"), so the parent alone is never enough. Then `start` (an argv list, in a session
 of its own so that it outlives medic) brings it back; verify the rung with a real request.
@@ -9,7 +9,6 @@ of its own so that it outlives medic) brings it back; verify the rung with a rea
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ import psutil
 from exporter.config.recovery import ProcessActionConfig
 from exporter.recovery.actions import ActionContext, run_in_daemon_thread
 from exporter.recovery.external import BASE_ENVIRONMENT, DEFAULT_PATH
+from exporter.recovery.hygiene import GpuProcesses, capture, settle
 from exporter.recovery.types import ActionResult
 
 
@@ -32,39 +32,31 @@ def _environment() -> dict[str, str]:
 class ProcessRestartAction:
     """Stop a process group (TERM, grace, KILL, gone), then start it again."""
 
-    def __init__(self, name: str, config: ProcessActionConfig) -> None:
+    def __init__(
+        self, name: str, config: ProcessActionConfig, gpu: GpuProcesses | None = None
+    ) -> None:
         self.name = name
         self._config = config
+        self._gpu = gpu
 
     def _pid(self) -> int:
         with open(self._config.pidfile, encoding="ascii") as handle:
             return int(handle.read().strip())
 
     def _stop(self, pid: int) -> tuple[bool, str]:
-        """TERM the group, grace, KILL what is left, and wait until all of it is gone."""
+        """TERM the group, grace, then hygiene: KILL what is left, wait until all of it is
+        gone (and its GPU memory released, if asked)."""
         config = self._config
         pgid = os.getpgid(pid)
         if pid <= 1 or pgid in (0, 1, os.getpgrp()):
             return False, f"refusing to stop process group {pgid} of pid {pid}"
-        root = psutil.Process(pid)
-        tree = {p.pid: p for p in [root, *root.children(recursive=True)]}
-        for process in psutil.process_iter():
-            try:
-                if os.getpgid(process.pid) == pgid:
-                    tree.setdefault(process.pid, process)
-            except (ProcessLookupError, PermissionError):
-                continue
+        tree = capture([pid, pgid])
         os.killpg(pgid, signal.SIGTERM)
-        _, alive = psutil.wait_procs(list(tree.values()), timeout=config.grace)
-        for process in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()  # a stopped (SIGSTOP) process dies of SIGKILL too
-        _, left = psutil.wait_procs(alive, timeout=config.deadline)
-        if left:
-            pids = ", ".join(str(p.pid) for p in left)
-            return False, f"still alive {config.deadline:g}s after SIGKILL: {pids}"
-        return True, (f"stopped process group {pgid} ({len(tree)} processes, "
-                      f"{len(alive)} needed SIGKILL)")  # fmt: skip
+        psutil.wait_procs(list(tree.processes), timeout=config.grace)
+        # SIGKILL after the grace is this action's own stop, whatever hygiene says.
+        hygiene = config.hygiene.model_copy(update={"kill_leftovers": True})
+        clean, seen = settle(tree, hygiene, self._gpu)
+        return clean, f"stopped process group {pgid}: {seen}"
 
     def _restart(self) -> ActionResult:
         config = self._config

@@ -12,33 +12,18 @@ still holds ports or GPU memory; verify the rung with a real request.
 from __future__ import annotations
 
 import http.client
-import socket
 import xmlrpc.client
 from typing import Any
 
 from exporter.config.recovery import SupervisorActionConfig
 from exporter.config.server import BasicAuthConfig
 from exporter.recovery.actions import ActionContext, run_in_daemon_thread
+from exporter.recovery.hygiene import GpuProcesses, capture, settle
 from exporter.recovery.types import ActionResult
+from exporter.recovery.unixhttp import UnixConnection
 from exporter.webhook.auth import SecretError, authorization
 
 ALIVE = ("RUNNING", "STARTING", "BACKOFF")
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
 
 
 class _UnixTransport(xmlrpc.client.Transport):
@@ -50,7 +35,7 @@ class _UnixTransport(xmlrpc.client.Transport):
         # Kept where the base class keeps its own, so that close() closes it.
         if self._connection[1] is not None and self._connection[0] == host:
             return self._connection[1]
-        connection = _UnixConnection(self._path, self._timeout)
+        connection = UnixConnection(self._path, self._timeout)
         self._connection = host, connection
         return connection
 
@@ -69,10 +54,17 @@ class _TimeoutTransport(xmlrpc.client.Transport):
 class SupervisorAction:
     """Restart one supervisord program and wait until it runs again."""
 
-    def __init__(self, name: str, config: SupervisorActionConfig, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: SupervisorActionConfig,
+        timeout: float = 60.0,
+        gpu: GpuProcesses | None = None,
+    ) -> None:
         self.name = name
         self._config = config
         self._timeout = timeout
+        self._gpu = gpu
 
     def _proxy(self) -> Any:
         config = self._config
@@ -95,8 +87,14 @@ class SupervisorAction:
             with self._proxy() as proxy:
                 supervisor = proxy.supervisor
                 before = supervisor.getProcessInfo(program)
+                tree = capture([before["pid"]] if before["pid"] else [])
                 if before["statename"] in ALIVE:
                     supervisor.stopProcess(program, True)
+                # supervisord counts the program stopped once its main process exits; a
+                # child that outlives it keeps the ports and the GPU (the notes, section 8).
+                clean, seen = settle(tree, self._config.hygiene, self._gpu)
+                if not clean:
+                    return ActionResult(False, f"stopped {program}; {seen}; not started")
                 supervisor.startProcess(program, True)
                 after = supervisor.getProcessInfo(program)
         except xmlrpc.client.Fault as exc:
@@ -110,7 +108,7 @@ class SupervisorAction:
             return ActionResult(False, f"cannot reach supervisord at {self._config.url}: {exc}")
         running = after["statename"] == "RUNNING"
         detail = (f"restarted {program}: pid {before['pid']} -> {after['pid']}, "
-                  f"{after['statename']}")  # fmt: skip
+                  f"{after['statename']}; {seen}")  # fmt: skip
         return ActionResult(running, detail)
 
     async def run(self, ctx: ActionContext) -> ActionResult:

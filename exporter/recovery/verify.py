@@ -22,15 +22,19 @@ async def verify(
     rung: RungConfig,
     stopping: Callable[[], bool] = lambda: False,
     prometheus: Callable[[str], str] | None = None,
+    *,
+    startup: float | None = None,
 ) -> tuple[bool, str]:
     """After the settle delay, poll the failure type's checks (and, with verify_query, the
     alert's own condition: `prometheus(expr)` says what still matches, "" for nothing) until
     they pass or the verify deadline passes: (recovered, why). A stop of medic ends the
-    wait (not recovered)."""
+    wait (not recovered). `startup` is the action's start-up deadline, for a restart; the
+    rung's own verify_timeout wins over it, and it over the failure type's."""
     if not ladder.verifies:
         return True, "no checks to verify with"
     settle = ladder.settle_delay if rung.settle_delay is None else rung.settle_delay
-    timeout = ladder.verify_timeout if rung.verify_timeout is None else rung.verify_timeout
+    timeout = ladder.verify_timeout if startup is None else startup
+    timeout = timeout if rung.verify_timeout is None else rung.verify_timeout
     await asyncio.sleep(settle)
     loop = asyncio.get_running_loop()
     # The loop's clock, not medic's injected one: the waits below run on this loop.

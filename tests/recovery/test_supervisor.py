@@ -112,7 +112,7 @@ def test_a_program_is_restarted_over_the_unix_socket(
     outcome, detail = run(start_medic, f"{{type: supervisor, url: 'unix://{supervisord.work}"
                                        "/s.sock', program: sleeper, target: sleeper}")  # fmt: skip
     assert outcome == "succeeded", detail
-    assert detail.startswith("restarted sleeper: pid ") and detail.endswith(", RUNNING")
+    assert detail.startswith("restarted sleeper: pid ") and detail.endswith(", RUNNING; old tree of 1 process gone")
     old, new = detail.removeprefix("restarted sleeper: pid ").split(", ")[0].split(" -> ")
     assert old != new
     assert supervisord.spawns() == before + 1  # the real effect: supervisord spawned it again
