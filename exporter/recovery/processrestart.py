@@ -67,7 +67,7 @@ class ProcessRestartAction:
         stopped_ok, stopped = self._stop(pid) if psutil.pid_exists(pid) else (
             True, f"pid {pid} was not running")  # fmt: skip
         if not stopped_ok:
-            return ActionResult(False, stopped)
+            return ActionResult(False, f"{stopped}; not started")
         if not config.start:
             return ActionResult(True, stopped)
         # setsid --fork: the server runs in a session of its own, reparented away from

@@ -3,55 +3,17 @@ before it starts again; a child that ignores SIGTERM or is SIGSTOPped does not s
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-import pytest
 
 from exporter.app import Medic
 from tests.helpers import wait_until
-from tests.recovery.conftest import settled
-
-# A server and its engine: the engine ignores SIGTERM, as a wedged one does in effect.
-SERVER = """
-import os, signal, subprocess, sys, time
-engine = subprocess.Popen([sys.executable, "-c",
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
-open(sys.argv[1] + ".engine", "w").write(str(engine.pid))
-open(sys.argv[1], "w").write(str(os.getpid()))
-time.sleep(600)
-"""
-
-
-def dead(pid: int) -> bool:
-    """Gone, or a zombie not yet reaped by its new parent (it holds nothing)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Path]:
-    script = tmp_path / "server.py"
-    script.write_text(SERVER)
-    pidfile = tmp_path / "server.pid"
-    first = subprocess.Popen([sys.executable, str(script), str(pidfile)], start_new_session=True)
-    wait_until(lambda: pidfile.exists() and Path(f"{pidfile}.engine").exists(),
-               what="the server and its engine")  # fmt: skip
-    yield pidfile
-    for path in (pidfile, Path(f"{pidfile}.engine")):  # whichever instance runs now
-        with contextlib.suppress(OSError, ValueError):
-            os.killpg(os.getpgid(int(path.read_text())), signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        first.kill()
-    first.wait(10)
+from tests.recovery.conftest import dead, settled
 
 
 def test_the_whole_group_is_gone_before_the_start(

@@ -4,6 +4,7 @@ restart a program and wait until it runs again, over the unix socket and over
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from exporter.app import Medic
 from exporter.recovery.types import RecoveryAttempt
 from tests.e2e.stack import STACK_ROOT, free_port
 from tests.helpers import wait_until
-from tests.recovery.conftest import attempts
+from tests.recovery.conftest import attempts, dead
 
 VENV = STACK_ROOT.parent / "pytriton"
 pytestmark = pytest.mark.skipif(
@@ -43,12 +44,27 @@ command={python} -c "import time; time.sleep(600)"
 startsecs=1
 stopasgroup=true
 killasgroup=true
+[program:leaky]
+command={python} {work}/leaky.py
+startsecs=1
+stopasgroup=false
+killasgroup=false
+"""
+
+# A program whose engine ignores SIGTERM: supervisord (no stopasgroup) stops only the main.
+LEAKY = """
+import os, signal, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import os, signal, time; "
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "open('{work}/engine.pid', 'w').write(str(os.getpid())); time.sleep(600)"])
+time.sleep(600)
 """
 
 
 class Supervisord:
     def __init__(self, work: Path) -> None:
         self.work, self.port = work, free_port()
+        (work / "leaky.py").write_text(LEAKY.format(work=work))
         (work / "supervisord.conf").write_text(CONF.format(work=work, port=self.port,
                                                            python=sys.executable))  # fmt: skip
         subprocess.run([str(VENV / "bin" / "supervisord"), "-c", str(work / "supervisord.conf")],
@@ -66,6 +82,9 @@ class Supervisord:
         pid = int((self.work / "supervisord.pid").read_text())
         os.kill(pid, signal.SIGTERM)
         wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=30, what="its exit")
+        # The leaky program's engine outlives supervisord, as it outlives the program.
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((self.work / "engine.pid").read_text()), signal.SIGKILL)
 
 
 @pytest.fixture
@@ -112,7 +131,8 @@ def test_a_program_is_restarted_over_the_unix_socket(
     outcome, detail = run(start_medic, f"{{type: supervisor, url: 'unix://{supervisord.work}"
                                        "/s.sock', program: sleeper, target: sleeper}")  # fmt: skip
     assert outcome == "succeeded", detail
-    assert detail.startswith("restarted sleeper: pid ") and detail.endswith(", RUNNING; old tree of 1 process gone")
+    assert detail.startswith("restarted sleeper: pid ")
+    assert detail.endswith(", RUNNING; old tree of 1 process gone")
     old, new = detail.removeprefix("restarted sleeper: pid ").split(", ")[0].split(" -> ")
     assert old != new
     assert supervisord.spawns() == before + 1  # the real effect: supervisord spawned it again
@@ -140,3 +160,26 @@ def test_errors_are_clear_failures(
     missing = f"unix://{tmp_path}/none.sock"
     outcome, detail = run(start_medic, f"{{type: supervisor, url: '{missing}', program: x}}")
     assert outcome == "failed" and detail.startswith(f"cannot reach supervisord at {missing}")
+
+
+def test_a_child_that_outlives_the_programs_stop_is_killed_before_the_start(
+    supervisord: Supervisord, start_medic: Callable[[str], Medic]
+) -> None:
+    """supervisord stops only the main process here (no stopasgroup): the engine child
+    ignores SIGTERM and would keep its ports and GPU memory into the next start."""
+    engine_pid = supervisord.work / "engine.pid"
+    wait_until(engine_pid.exists, timeout=20, what="the leaky program's engine")
+    engine = int(engine_pid.read_text())
+    sock = f"unix://{supervisord.work}/s.sock"
+    outcome, detail = run(start_medic, f"{{type: supervisor, url: '{sock}', program: leaky}}")
+    assert outcome == "succeeded", detail
+    assert detail.endswith("RUNNING; old tree of 2 processes gone (1 killed after the stop)")
+    assert dead(engine)  # the real effect: the old engine is gone
+    wait_until(lambda: int(engine_pid.read_text() or 0) not in (0, engine),
+               timeout=20, what="the new engine")  # fmt: skip
+    kept = (f"{{type: supervisor, url: '{sock}', program: leaky, "
+            "hygiene: {kill_leftovers: false, deadline: 1s}}")  # fmt: skip
+    outcome, detail = run(start_medic, kept)
+    assert outcome == "failed"
+    assert detail.startswith("stopped leaky; old process tree not gone 1s after the stop: ")
+    assert detail.endswith("; not started")
