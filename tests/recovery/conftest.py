@@ -116,3 +116,33 @@ def server(tmp_path: Path) -> Iterator[Path]:
     with contextlib.suppress(OSError):
         first.kill()
     first.wait(10)
+
+
+def ladder(action: str, timeout: str = "30s") -> str:
+    return f"""
+recovery:
+  cooldown: {{base: 0s}}
+  actions:
+    restart: {action}
+  failures:
+    generation_pipeline_error:
+      {{ladder: [{{action: restart, timeout: {timeout}}}], settle_delay: 0s}}
+"""
+
+
+def run(start_medic: Callable[[str], Medic], action: str, timeout: str = "30s") -> tuple[str, str]:
+    """One ladder run by a medic of its own (one after the other on the same journal):
+    the outcome and detail of its restart rung."""
+    medic = start_medic(ladder(action, timeout))
+    before = len([a for a in attempts(medic) if a.action == "restart"])
+
+    def rung() -> RecoveryAttempt | None:
+        done = [
+            a for a in attempts(medic) if a.action == "restart" and a.outcome.value != "running"
+        ]
+        return done[before] if len(done) > before else None
+
+    assert medic.report_failure("generation_pipeline_error").accepted
+    found: RecoveryAttempt = wait_until(rung, timeout=40, what="the restart rung")  # type: ignore[assignment]
+    medic.stop()
+    return found.outcome.value, found.detail

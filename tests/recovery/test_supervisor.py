@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from exporter.app import Medic
-from exporter.recovery.types import RecoveryAttempt
 from tests.e2e.stack import STACK_ROOT, free_port
 from tests.helpers import wait_until
-from tests.recovery.conftest import attempts, dead
+from tests.recovery.conftest import dead, run
 
 VENV = STACK_ROOT.parent / "pytriton"
 pytestmark = pytest.mark.skipif(
@@ -93,35 +92,6 @@ def supervisord(tmp_path: Path) -> Iterator[Supervisord]:
     daemon = Supervisord(tmp_path / "sv")
     yield daemon
     daemon.stop()
-
-
-def ladder(action: str) -> str:
-    return f"""
-recovery:
-  cooldown: {{base: 0s}}
-  actions:
-    restart: {action}
-  failures:
-    generation_pipeline_error: {{ladder: [{{action: restart, timeout: 30s}}], settle_delay: 0s}}
-"""
-
-
-def run(start_medic: Callable[[str], Medic], action: str) -> tuple[str, str]:
-    """One ladder run by a medic of its own (one after the other on the same journal):
-    the outcome and detail of its restart rung."""
-    medic = start_medic(ladder(action))
-    before = len([a for a in attempts(medic) if a.action == "restart"])
-
-    def rung() -> RecoveryAttempt | None:
-        done = [
-            a for a in attempts(medic) if a.action == "restart" and a.outcome.value != "running"
-        ]
-        return done[before] if len(done) > before else None
-
-    assert medic.report_failure("generation_pipeline_error").accepted
-    found: RecoveryAttempt = wait_until(rung, timeout=40, what="the restart rung")  # type: ignore[assignment]
-    medic.stop()
-    return found.outcome.value, found.detail
 
 
 def test_a_program_is_restarted_over_the_unix_socket(
