@@ -276,6 +276,9 @@ class DockerActionConfig(RestartBase):
     api_version: Annotated[str, Field(pattern=r"^1\.[0-9]+$")] | None = Field(
         default=None, description="e.g. 1.43; none: the engine's own"
     )
+    api_timeout: PositiveDuration = Field(
+        default=10.0, description="each call's, and the engine's time beyond stop_timeout"
+    )
 
 
 class KubernetesActionConfig(RestartBase):

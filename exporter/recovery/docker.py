@@ -21,8 +21,6 @@ from exporter.recovery.hygiene import GpuProcesses, capture, settle
 from exporter.recovery.types import ActionResult
 from exporter.recovery.unixhttp import UnixConnection
 
-API_TIMEOUT = 10.0
-
 
 class EngineError(Exception):
     """The engine answered with an error, or could not be asked."""
@@ -32,16 +30,12 @@ class DockerAction:
     """Restart one container, the old tree gone before the new one starts."""
 
     def __init__(
-        self,
-        name: str,
-        config: DockerActionConfig,
-        gpu: GpuProcesses | None = None,
-        api_timeout: float = API_TIMEOUT,
+        self, name: str, config: DockerActionConfig, gpu: GpuProcesses | None = None
     ) -> None:
         self.name = name
         self._config = config
         self._gpu = gpu
-        self._api_timeout = api_timeout
+        self._api_timeout = config.api_timeout
 
     def _path(self, verb: str, **query: str | int) -> str:
         config = self._config
