@@ -88,7 +88,8 @@ def load(name: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", ["daemonset.yaml", "service.yaml", "secret.yaml",
-                                  "configmap.yaml", "namespace.yaml"])  # fmt: skip
+                                  "configmap.yaml", "namespace.yaml", "serviceaccount.yaml",
+                                  "restarts/rbac.yaml"])  # fmt: skip
 def test_core_manifests_match_kubernetes_schemas(name: str) -> None:
     result = subprocess.run(
         [str(BIN / "kubernetes-validate"), "--strict", str(K8S / name)],

@@ -5,7 +5,7 @@ restart annotation kubectl sets, merged into the template's annotations).
 
 With restart hygiene's `tree` (the default), the action waits until the old pods are gone
 (deleted, or replaced under the same name with a new uid) within the deadline; whether the
-new pod serves is the rung's verification. The RBAC it needs is deploy/kubernetes/rbac.yaml.
+new pod serves is the rung's verification. Its RBAC: deploy/kubernetes/restarts/rbac.yaml.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class KubernetesAction:
                 return KubeError(f"{what}: not found ({message})")
             if code in (401, 403):
                 return KubeError(f"{what}: permission denied ({message}); medic's service "
-                                 "account needs deploy/kubernetes/rbac.yaml")  # fmt: skip
+                                 "account needs deploy/kubernetes/restarts/rbac.yaml")  # fmt: skip
             if code == 429:
                 return KubeError(f"{what}: blocked by a PodDisruptionBudget ({message})")
             return KubeError(f"{what}: {code} {message}")
@@ -179,11 +179,11 @@ class KubernetesAction:
 
     def _restart(self) -> ActionResult:
         try:
-            client = self._client()
-            pods = self._pods(client)
-            done = self._act(client, pods)
-            if self._config.hygiene.tree:
-                done = f"{done}; {self._gone(client, pods)}"
+            with self._client() as client:
+                pods = self._pods(client)
+                done = self._act(client, pods)
+                if self._config.hygiene.tree:
+                    done = f"{done}; {self._gone(client, pods)}"
         except KubeError as exc:
             return ActionResult(False, str(exc))
         return ActionResult(True, done)
