@@ -123,7 +123,7 @@ def test_a_pod_that_is_gone_before_the_delete_is_a_404_failure(
             api.pods.pop(name, None)  # another actor deleted it between list and delete
         return original(verb, parts, *rest)  # type: ignore[arg-type]
 
-    api.handle = vanish  # type: ignore[method-assign]
+    api.handle = vanish  # type: ignore[method-assign,assignment]
     outcome, detail = run(start_medic, action(kubeconfig))
     assert (outcome, detail) == ("failed", f'delete pod {name}: not found (pods "{name}" not '
                                  'found)')  # fmt: skip
