@@ -256,7 +256,7 @@ class SystemdActionConfig(RestartBase):
     """Restart a systemd unit over D-Bus (org.freedesktop.systemd1), waiting for its jobs."""
 
     type: Literal["systemd"]
-    unit: Annotated[str, Field(pattern=r"^[A-Za-z0-9:_.@\\-]+\.(service|socket|target|scope)$")]
+    unit: Annotated[str, Field(pattern=r"^[-A-Za-z0-9:_.@\\]+\.(service|socket|target|scope)$")]
     bus: Literal["system", "session"] | Annotated[str, Field(pattern=r"^(unix|tcp):")] = Field(
         default="system", description="system, session, or a D-Bus address"
     )
