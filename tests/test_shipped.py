@@ -115,3 +115,27 @@ def test_the_vllm_example_is_a_valid_config(tmp_path: Path) -> None:
     by_name = {c.name: c for c in config.checks}
     assert by_name["vllm_generate"].trigger == "model_server_hung"
     assert config.recovery.failures["model_server_hung"].verify == ["vllm_generate"]
+
+
+def test_the_host_ladders_go_gentle_then_restart_drained_and_verified(tmp_path: Path) -> None:
+    from exporter.config.recovery import HttpActionConfig, RestartBase
+
+    env = {"LB_ADMIN_URL": "http://127.0.0.1:8404", "MEDIC_DATA_DIR": str(tmp_path)}
+    for host in ("vllm", "triton"):
+        recovery = load_config(ROOT / "deploy" / "hosts" / f"{host}.yml", env=env).recovery
+        actions = recovery.actions
+        for name, failure in recovery.failures.items():
+            rungs = [actions[r.action] for r in failure.ladder]
+            *gentle, restart = rungs
+            assert isinstance(restart, RestartBase), (host, name)
+            assert all(isinstance(g, HttpActionConfig) and g.preset for g in gentle), (host, name)
+            assert failure.verify, (host, name)  # a rung is done only when a request works
+            assert restart.drain is not None and restart.drain.undo is not None
+            assert restart.hygiene.gpu_memory and restart.hygiene.start_deadline
+            # The rung's timeout covers the drain, the stop's hygiene and the start.
+            longest = restart.drain.deadline + restart.hygiene.deadline
+            assert all(r.timeout > longest for r in failure.ladder if actions[r.action] is restart)
+        targets = {a.target for a in actions.values()}
+        assert len(targets) == 1, "every action names the one model server"
+        [target] = targets
+        assert target is not None and recovery.targets[target].budget is not None

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from exporter.config.base import CheckName, Strict
+from exporter.config.base import CheckName, PositiveDuration, Strict
 from exporter.config.checkbase import CheckBase
 from exporter.config.server import BasicAuthConfig, SecretConfig
 from exporter.config.units import ByteSize
@@ -100,7 +100,7 @@ class RequestCheckConfig(HttpCheckConfig):
     model: str | None = Field(default=None, description="openai apis: the model to ask")
     prompt: str = "Hi"
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "POST"
-    max_latency: Annotated[float, Field(gt=0)] | None = Field(
+    max_latency: PositiveDuration | None = Field(
         default=None, description="an answer slower than this fails (default: the timeout)"
     )
     skip_while_progressing: CheckName | None = Field(

@@ -327,3 +327,13 @@ def test_no_request_while_the_servers_metrics_show_progress() -> None:
     finally:
         metrics.close()
         engine.stop()
+
+
+def test_a_requests_max_latency_is_a_duration_as_the_readme_writes_it() -> None:
+    from exporter.config import parse_config
+
+    config = parse_config("""
+checks:
+  - {name: g, type: request, url: "http://127.0.0.1:8000", model: m, max_latency: 5s}
+""", env={})  # fmt: skip
+    assert config.checks[0].max_latency == 5.0  # type: ignore[union-attr]
