@@ -15,7 +15,7 @@ import pytest
 from exporter.app import Medic
 from tests.recovery.conftest import run
 
-Route = Callable[[dict[str, Any]], tuple[int, Any]]
+Route = Callable[[Any], tuple[int, Any]]
 
 
 class Lever:
