@@ -67,6 +67,7 @@ bench: venv-bench stack
 	$(PY) -m bench.hostile
 	$(PY) -m bench.probes
 	$(PY) -m bench.targets
+	$(PY) -m bench.restarts
 	$(PY) -m bench.recovery
 	$(PY) -m bench.recovery --types 6
 	$(PY) -m bench.webhook

@@ -26,7 +26,7 @@ import psutil
 
 from exporter.config.recovery import HygieneConfig
 
-POLL = 0.1
+POLL = 0.05
 
 
 class GpuProcesses(Protocol):
@@ -153,6 +153,20 @@ def _mib(used: int | None) -> str:
     return "an unknown amount" if used is None else f"{used / 2**20:.0f} MiB"
 
 
+def wait_gone(tree: OldTree, timeout: float, clock: Callable[[], float] = time.monotonic
+              ) -> list[psutil.Process]:  # fmt: skip
+    """Wait up to `timeout` for every process of the tree to end; those still alive.
+
+    Not psutil.wait_procs: for processes that are not medic's children it waits until they
+    are reaped, and a zombie whose new parent reaps late is dead already."""
+    deadline = clock() + timeout
+    alive = tree.alive()
+    while alive and clock() < deadline:
+        time.sleep(POLL)
+        alive = tree.alive()
+    return alive
+
+
 def _tree_gone(tree: OldTree, config: HygieneConfig, deadline: float,
                clock: Callable[[], float]) -> tuple[bool, str]:  # fmt: skip
     alive = tree.alive()
@@ -162,9 +176,7 @@ def _tree_gone(tree: OldTree, config: HygieneConfig, deadline: float,
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()  # a stopped (SIGSTOP) process dies of SIGKILL too
                 killed += 1
-    while alive and clock() < deadline:
-        time.sleep(POLL)
-        alive = tree.alive()
+    alive = wait_gone(tree, deadline - clock(), clock)
     if alive:
         pids = ", ".join(str(p.pid) for p in alive)
         return False, f"old process tree not gone {config.deadline:g}s after the stop: {pids}"

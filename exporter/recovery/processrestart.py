@@ -18,7 +18,7 @@ import psutil
 from exporter.config.recovery import ProcessActionConfig
 from exporter.recovery.actions import ActionContext, run_in_daemon_thread
 from exporter.recovery.external import BASE_ENVIRONMENT, DEFAULT_PATH
-from exporter.recovery.hygiene import GpuProcesses, capture, settle
+from exporter.recovery.hygiene import GpuProcesses, capture, settle, wait_gone
 from exporter.recovery.types import ActionResult
 
 
@@ -52,7 +52,7 @@ class ProcessRestartAction:
             return False, f"refusing to stop process group {pgid} of pid {pid}"
         tree = capture([pid, pgid])
         os.killpg(pgid, signal.SIGTERM)
-        psutil.wait_procs(list(tree.processes), timeout=config.grace)
+        wait_gone(tree, config.grace)
         # SIGKILL after the grace is this action's own stop, whatever hygiene says.
         hygiene = config.hygiene.model_copy(update={"kill_leftovers": True})
         clean, seen = settle(tree, hygiene, self._gpu)
