@@ -9,7 +9,6 @@ journaled or run; no running medic is needed.
 from __future__ import annotations
 
 import json
-import shlex
 from typing import Any
 
 from pydantic import ValidationError
@@ -63,13 +62,7 @@ def _action(name: str, actions: dict[str, ActionConfig]) -> str:
     spec = actions.get(name)
     if spec is None:
         return "built in" if name in BUILTIN_ACTIONS else "not defined"
-    if spec.type == "command":
-        return f"command {shlex.join(spec.argv)}"
-    if spec.type == "http":
-        return f"http {spec.method} {spec.url}"
-    if spec.type == "signal":
-        return f"signal {spec.signal} to the pid in {spec.pidfile}"
-    return "the embedding app's registered function"
+    return spec.describe()
 
 
 def _gates(config: Config, failure_type: str, spec: FailureConfig) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
@@ -115,6 +116,19 @@ class ActionBase(Strict):
         """Whether the target's budget and cooldown count this action."""
         return self.DISRUPTIVE if self.disruptive is None else self.disruptive
 
+    def does(self) -> str:
+        """What it does, in a few words (medic explain)."""
+        return "the embedding app's registered function"
+
+    def describe(self) -> str:
+        """What it does, its drain and its target."""
+        said = self.does()
+        if self.drain is not None:
+            said = f"drain, then {said}, then undo"
+        if self.target is not None:
+            said += f" (target {self.target})"
+        return said
+
 
 class InProcessActionConfig(ActionBase):
     """A callable the embedding app registers under this name (medic.actions.register)."""
@@ -162,6 +176,12 @@ class HttpActionConfig(ActionBase):
             raise ValueError("a preset makes its own requests: drop method and body_fields")
         return self
 
+    def does(self) -> str:
+        """What it does, in a few words (medic explain)."""
+        if self.preset is not None:
+            return f"{self.preset} at {self.url}"
+        return f"http {self.method} {self.url}"
+
     def is_disruptive(self) -> bool:
         """vLLM's sleep fails requests while it sleeps; the other levers do not restart."""
         if self.disruptive is None and self.preset == "vllm_sleep_wake":
@@ -186,6 +206,10 @@ class CommandActionConfig(ActionBase):
         description="variables of medic's own environment the command may see (by name)",
     )
 
+    def does(self) -> str:
+        """What it does, in a few words (medic explain)."""
+        return f"command {shlex.join(self.argv)}"
+
 
 class SignalActionConfig(ActionBase):
     """A signal to the process whose pid is in `pidfile`."""
@@ -195,6 +219,10 @@ class SignalActionConfig(ActionBase):
     type: Literal["signal"]
     pidfile: str
     signal: Literal["SIGHUP", "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGQUIT"] = "SIGHUP"
+
+    def does(self) -> str:
+        """What it does, in a few words (medic explain)."""
+        return f"signal {self.signal} to the pid in {self.pidfile}"
 
 
 class HygieneConfig(Strict):
@@ -225,6 +253,14 @@ class RestartBase(ActionBase):
 
     hygiene: HygieneConfig = HygieneConfig()
 
+    def describe(self) -> str:
+        """What it does, with what its hygiene waits for."""
+        hygiene = self.hygiene
+        waits = [*(["the old tree gone"] if hygiene.tree else []),
+                 *(["its GPU memory released"] if hygiene.gpu_memory else [])]  # fmt: skip
+        said = super().describe()
+        return f"{said}; before the start: {' and '.join(waits)}" if waits else said
+
 
 class SupervisorActionConfig(RestartBase):
     """Restart a supervisord program (XML-RPC: stop, then start, waiting until RUNNING)."""
@@ -236,6 +272,10 @@ class SupervisorActionConfig(RestartBase):
     program: Annotated[str, Field(min_length=1)]
     username: str | None = None
     password: SecretConfig | None = None
+
+    def does(self) -> str:
+        """What it does, in a few words (medic explain)."""
+        return f"supervisord restart of {self.program} at {self.url}"
 
 
 class ProcessActionConfig(RestartBase):
@@ -251,6 +291,11 @@ class ProcessActionConfig(RestartBase):
     )
     cwd: str | None = None
 
+    def does(self) -> str:
+        """What it does, in a few words (medic explain)."""
+        start = f", then {shlex.join(self.start)}" if self.start else ""
+        return f"SIGTERM, then SIGKILL, to the process group of the pid in {self.pidfile}{start}"
+
 
 class SystemdActionConfig(RestartBase):
     """Restart a systemd unit over D-Bus (org.freedesktop.systemd1), waiting for its jobs."""
@@ -261,6 +306,10 @@ class SystemdActionConfig(RestartBase):
         default="system", description="system, session, or a D-Bus address"
     )
     job_mode: Literal["replace", "fail"] = "replace"
+
+    def does(self) -> str:
+        """What it does, in a few words (medic explain)."""
+        return f"systemd restart of {self.unit} over D-Bus ({self.bus} bus)"
 
 
 class DockerActionConfig(RestartBase):
@@ -279,6 +328,10 @@ class DockerActionConfig(RestartBase):
     api_timeout: PositiveDuration = Field(
         default=10.0, description="each call's, and the engine's time beyond stop_timeout"
     )
+
+    def does(self) -> str:
+        """What it does, in a few words (medic explain)."""
+        return f"docker restart of container {self.container} (stop timeout {self.stop_timeout}s)"
 
 
 class KubernetesActionConfig(RestartBase):
@@ -300,6 +353,16 @@ class KubernetesActionConfig(RestartBase):
         default=None, description="a kubeconfig file; none: in-cluster, else ~/.kube/config"
     )
     api_timeout: PositiveDuration = 10.0
+
+    def does(self) -> str:
+        """What it does, in a few words (medic explain)."""
+        selector = ",".join(f"{k}={v}" for k, v in sorted(self.selector.items()))
+        return f"kubernetes {self.mode} of this node's pods in {self.namespace} ({selector})"
+
+    def describe(self) -> str:
+        """What it does, and that it waits for the old pods to be gone."""
+        said = ActionBase.describe(self)
+        return f"{said}; then waits for the old pods to be gone" if self.hygiene.tree else said
 
     @model_validator(mode="after")
     def _no_gpu_hygiene(self) -> KubernetesActionConfig:

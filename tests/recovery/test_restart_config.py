@@ -47,6 +47,24 @@ recovery:
     assert not actions["flush"].is_disruptive()
 
 
+def test_explain_says_what_a_typed_restart_does() -> None:
+    actions = parse_config("""
+recovery:
+  actions:
+    unit: {type: systemd, unit: vllm.service, target: vllm, hygiene: {gpu_memory: true},
+           drain: {call: {url: 'http://lb/drain'}}}
+    pod: {type: kubernetes, namespace: inference, selector: {app: vllm}, mode: evict}
+""", env={}).recovery.actions  # fmt: skip
+    assert actions["unit"].describe() == (
+        "drain, then systemd restart of vllm.service over D-Bus (system bus), then undo "
+        "(target vllm); before the start: the old tree gone and its GPU memory released"
+    )
+    assert actions["pod"].describe() == (
+        "kubernetes evict of this node's pods in inference "
+        "(app=vllm); then waits for the old pods to be gone"
+    )
+
+
 SLOW_START = """
 import http.server, sys, time
 time.sleep(1.5)  # loading the model
