@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ import pytest
 from exporter.app import Medic
 from tests.e2e.stack import STACK_ROOT, free_port
 from tests.helpers import wait_until
-from tests.recovery.conftest import dead, run
+from tests.recovery.conftest import dead, run, settled
 
 VENV = STACK_ROOT.parent / "pytriton"
 pytestmark = pytest.mark.skipif(
@@ -43,6 +44,11 @@ command={python} -c "import time; time.sleep(600)"
 startsecs=1
 stopasgroup=true
 killasgroup=true
+[program:slow]
+command={python} {work}/slow.py {slow_port}
+startsecs=1
+stopasgroup=true
+killasgroup=true
 [program:leaky]
 command={python} {work}/leaky.py
 startsecs=1
@@ -59,13 +65,24 @@ subprocess.Popen([sys.executable, "-c", "import os, signal, time; "
 time.sleep(600)
 """
 
+# A server that listens 2.5 s after its start: RUNNING (startsecs=1) is not serving yet.
+SLOW = """
+import http.server, sys, time
+time.sleep(2.5)
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])),
+                                http.server.SimpleHTTPRequestHandler).serve_forever()
+"""
+
 
 class Supervisord:
     def __init__(self, work: Path) -> None:
         self.work, self.port = work, free_port()
+        self.slow_port = free_port()
         (work / "leaky.py").write_text(LEAKY.format(work=work))
-        (work / "supervisord.conf").write_text(CONF.format(work=work, port=self.port,
-                                                           python=sys.executable))  # fmt: skip
+        (work / "slow.py").write_text(SLOW)
+        conf = CONF.format(work=work, port=self.port, python=sys.executable,
+                           slow_port=self.slow_port)  # fmt: skip
+        (work / "supervisord.conf").write_text(conf)
         subprocess.run([str(VENV / "bin" / "supervisord"), "-c", str(work / "supervisord.conf")],
                        check=True, timeout=30)  # fmt: skip
         wait_until(lambda: self.spawns() >= 1 and "entered RUNNING" in self.log(), timeout=20,
@@ -92,6 +109,11 @@ def supervisord(tmp_path: Path) -> Iterator[Supervisord]:
     daemon = Supervisord(tmp_path / "sv")
     yield daemon
     daemon.stop()
+
+
+def tcp_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_a_program_is_restarted_over_the_unix_socket(
@@ -153,3 +175,34 @@ def test_a_child_that_outlives_the_programs_stop_is_killed_before_the_start(
     assert outcome == "failed"
     assert detail.startswith("stopped leaky; old process tree not gone 1s after the stop: ")
     assert detail.endswith("; not started")
+
+
+def test_verification_waits_for_the_restarted_program_to_serve(
+    supervisord: Supervisord, start_medic: Callable[[str], Medic]
+) -> None:
+    port = supervisord.slow_port
+    wait_until(lambda: tcp_open(port), timeout=20, what="the slow program to listen")
+    medic = start_medic(f"""
+checks:
+  - {{name: serving, type: http, url: 'http://127.0.0.1:{port}/', interval: 1h,
+     failure_threshold: 1}}
+recovery:
+  actions:
+    restart: {{type: supervisor, url: 'unix://{supervisord.work}/s.sock', program: slow,
+              hygiene: {{start_deadline: 20s}}}}
+  failures:
+    generation_pipeline_error:
+      ladder: [restart]
+      verify: [serving]
+      settle_delay: 0s
+      verify_timeout: 0s
+      verify_interval: 100ms
+""")  # fmt: skip
+    before = supervisord.log().count("spawned: 'slow'")
+    assert medic.report_failure("generation_pipeline_error").accepted
+    [found] = settled(medic, 1)
+    assert found.outcome.value == "succeeded", found.detail
+    # RUNNING came at 1 s (startsecs), serving at 2.5 s: verification waited for it.
+    waited = float(found.detail.rsplit("verified by serving after ", 1)[1].rstrip("s"))
+    assert waited >= 1.0, found.detail
+    assert supervisord.log().count("spawned: 'slow'") == before + 1
