@@ -89,6 +89,18 @@ def run_in_daemon_thread(fn: Callable[[], Any]) -> asyncio.Future[Any]:
     return future
 
 
+async def run_until_cut_off(fn: Callable[[threading.Event], Any]) -> Any:
+    """Run blocking fn(cut_off) on a daemon thread. When the awaiting task is cancelled (the
+    rung's timeout, medic's stop) cut_off is set, so that a restart stops before its next
+    step (the start, above all) instead of acting for a rung that has already ended."""
+    cut_off = threading.Event()
+    try:
+        return await run_in_daemon_thread(lambda: fn(cut_off))
+    except asyncio.CancelledError:
+        cut_off.set()
+        raise
+
+
 def _as_result(value: Any) -> ActionResult:
     if isinstance(value, ActionResult):
         return value

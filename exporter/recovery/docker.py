@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import urllib.parse
 from typing import Any
 
 from exporter.config.recovery import DockerActionConfig
-from exporter.recovery.actions import ActionContext, run_in_daemon_thread
+from exporter.recovery.actions import ActionContext, run_until_cut_off
 from exporter.recovery.hygiene import GpuProcesses, capture, settle
 from exporter.recovery.types import ActionResult
 from exporter.recovery.unixhttp import UnixConnection
@@ -75,7 +76,7 @@ class DockerAction:
         message = body.get("message") if isinstance(body, dict) else body
         raise EngineError(f"{method} {verb or '/json'}: {status} {message or ''}".rstrip())
 
-    def _restart(self) -> ActionResult:
+    def _restart(self, cut_off: threading.Event) -> ActionResult:
         config, container = self._config, self._config.container
         # The stop's grace, plus the engine's own time, bounds the stop call.
         stop_timeout = config.stop_timeout + self._api_timeout
@@ -92,7 +93,7 @@ class DockerAction:
                 pid = int(before.get("State", {}).get("Pid") or 0)
                 tree = capture([pid] if pid else [])
                 self._expect("POST", "/stop", stop_timeout, **query)
-                clean, seen = settle(tree, hygiene, self._gpu)
+                clean, seen = settle(tree, hygiene, self._gpu, cut_off=cut_off)
                 if not clean:
                     return ActionResult(False, f"stopped {container}; {seen}; not started")
                 self._expect("POST", "/start", self._api_timeout)
@@ -119,5 +120,5 @@ class DockerAction:
         """Stop, hygiene, start; say which pid runs now."""
         if ctx.dry_run:
             return ActionResult(True, f"would restart container {self._config.container}")
-        result: ActionResult = await run_in_daemon_thread(self._restart)
+        result: ActionResult = await run_until_cut_off(self._restart)
         return result

@@ -153,22 +153,23 @@ def _mib(used: int | None) -> str:
     return "an unknown amount" if used is None else f"{used / 2**20:.0f} MiB"
 
 
-def wait_gone(tree: OldTree, timeout: float, clock: Callable[[], float] = time.monotonic
-              ) -> list[psutil.Process]:  # fmt: skip
+def wait_gone(tree: OldTree, timeout: float, clock: Callable[[], float] = time.monotonic,
+              cut_off: threading.Event | None = None) -> list[psutil.Process]:  # fmt: skip
     """Wait up to `timeout` for every process of the tree to end; those still alive.
 
     Not psutil.wait_procs: for processes that are not medic's children it waits until they
     are reaped, and a zombie whose new parent reaps late is dead already."""
     deadline = clock() + timeout
     alive = tree.alive()
-    while alive and clock() < deadline:
+    while alive and clock() < deadline and not (cut_off and cut_off.is_set()):
         time.sleep(POLL)
         alive = tree.alive()
     return alive
 
 
 def _tree_gone(tree: OldTree, config: HygieneConfig, deadline: float,
-               clock: Callable[[], float]) -> tuple[bool, str]:  # fmt: skip
+               clock: Callable[[], float], cut_off: threading.Event | None,
+               ) -> tuple[bool, str]:  # fmt: skip
     alive = tree.alive()
     killed = 0
     if alive and config.kill_leftovers:
@@ -176,7 +177,7 @@ def _tree_gone(tree: OldTree, config: HygieneConfig, deadline: float,
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()  # a stopped (SIGSTOP) process dies of SIGKILL too
                 killed += 1
-    alive = wait_gone(tree, deadline - clock(), clock)
+    alive = wait_gone(tree, deadline - clock(), clock, cut_off)
     if alive:
         pids = ", ".join(str(p.pid) for p in alive)
         return False, f"old process tree not gone {config.deadline:g}s after the stop: {pids}"
@@ -186,7 +187,8 @@ def _tree_gone(tree: OldTree, config: HygieneConfig, deadline: float,
 
 
 def _gpu_released(tree: OldTree, config: HygieneConfig, gpu: GpuProcesses, *, started: float,
-                  deadline: float, clock: Callable[[], float]) -> tuple[bool, str]:  # fmt: skip
+                  deadline: float, clock: Callable[[], float],
+                  cut_off: threading.Event | None) -> tuple[bool, str]:  # fmt: skip
     old = set(tree.pids)
     while True:
         unreadable = ""
@@ -196,7 +198,7 @@ def _gpu_released(tree: OldTree, config: HygieneConfig, gpu: GpuProcesses, *, st
             holding, unreadable = {}, str(exc)
         if not holding and not unreadable:
             return True, f"GPU memory released after {clock() - started:.1f}s"
-        if clock() >= deadline:
+        if clock() >= deadline or (cut_off and cut_off.is_set()):
             if unreadable:
                 return False, f"GPU memory not known to be released: {unreadable}"
             held = ", ".join(f"pid {pid} ({_mib(used)})" for pid, used in sorted(holding.items()))
@@ -209,14 +211,16 @@ def settle(
     config: HygieneConfig,
     gpu: GpuProcesses | None,
     clock: Callable[[], float] = time.monotonic,
+    cut_off: threading.Event | None = None,
 ) -> tuple[bool, str]:
     """After the stop: kill and wait out what is left of the tree, then wait until NVML
-    shows none of its pids holding GPU memory; (clean, what was seen). Blocking."""
+    shows none of its pids holding GPU memory; (clean, what was seen). Blocking; a set
+    `cut_off` (the rung has ended) ends the waits as unclean."""
     started = clock()
     deadline = started + config.deadline
     seen = []
     if config.tree:
-        gone, said = _tree_gone(tree, config, deadline, clock)
+        gone, said = _tree_gone(tree, config, deadline, clock, cut_off)
         if not gone:
             return False, said
         seen.append(said)
@@ -224,9 +228,11 @@ def settle(
         if gpu is None:
             return False, "; ".join([*seen, "no NVML to ask whether GPU memory is released"])
         released, said = _gpu_released(
-            tree, config, gpu, started=started, deadline=deadline, clock=clock
+            tree, config, gpu, started=started, deadline=deadline, clock=clock, cut_off=cut_off
         )
         seen.append(said)
         if not released:
             return False, "; ".join(seen)
+    if cut_off is not None and cut_off.is_set():
+        return False, "; ".join([*seen, "cut off: the rung has ended"])
     return True, "; ".join(seen) or "no hygiene asked"

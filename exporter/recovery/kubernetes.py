@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import datetime
 import os
+import threading
 import time
 from typing import Any
 
 from exporter.config.recovery import KubernetesActionConfig
-from exporter.recovery.actions import ActionContext, run_in_daemon_thread
+from exporter.recovery.actions import ActionContext, run_until_cut_off
 from exporter.recovery.types import ActionResult
 
 POLL = 0.2
@@ -149,7 +150,7 @@ class KubernetesAction:
         verb = "evicted" if config.mode == "evict" else "deleted"
         return f"{verb} pod {', '.join(names)}"
 
-    def _gone(self, client: Any, pods: list[Any]) -> str:
+    def _gone(self, client: Any, pods: list[Any], cut_off: threading.Event) -> str:
         """Wait until every old pod is gone (404, or a new uid under its name)."""
         from lightkube import ApiError  # noqa: PLC0415
         from lightkube.resources.core_v1 import Pod  # noqa: PLC0415
@@ -172,18 +173,20 @@ class KubernetesAction:
             waited = time.monotonic() - started
             if not left:
                 return f"old pods gone after {waited:.1f}s"
+            if cut_off.is_set():
+                raise KubeError("cut off while waiting for the old pods: the rung has ended")
             if waited >= hygiene.deadline:
                 raise KubeError(f"old pod {', '.join(sorted(left))} not gone "
                                 f"{hygiene.deadline:g}s after the restart")  # fmt: skip
             time.sleep(POLL)
 
-    def _restart(self) -> ActionResult:
+    def _restart(self, cut_off: threading.Event) -> ActionResult:
         try:
             with self._client() as client:
                 pods = self._pods(client)
                 done = self._act(client, pods)
                 if self._config.hygiene.tree:
-                    done = f"{done}; {self._gone(client, pods)}"
+                    done = f"{done}; {self._gone(client, pods, cut_off)}"
         except KubeError as exc:
             return ActionResult(False, str(exc))
         return ActionResult(True, done)
@@ -194,5 +197,5 @@ class KubernetesAction:
         if ctx.dry_run:
             return ActionResult(True, f"would {config.mode} the pods of {config.namespace} "
                                       f"matching {config.selector}")  # fmt: skip
-        result: ActionResult = await run_in_daemon_thread(self._restart)
+        result: ActionResult = await run_until_cut_off(self._restart)
         return result

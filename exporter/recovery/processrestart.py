@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 
 import psutil
 
 from exporter.config.recovery import ProcessActionConfig
-from exporter.recovery.actions import ActionContext, run_in_daemon_thread
+from exporter.recovery.actions import ActionContext, run_until_cut_off
 from exporter.recovery.external import BASE_ENVIRONMENT, DEFAULT_PATH
 from exporter.recovery.hygiene import GpuProcesses, capture, settle, wait_gone
 from exporter.recovery.types import ActionResult
@@ -43,7 +44,7 @@ class ProcessRestartAction:
         with open(self._config.pidfile, encoding="ascii") as handle:
             return int(handle.read().strip())
 
-    def _stop(self, pid: int) -> tuple[bool, str]:
+    def _stop(self, pid: int, cut_off: threading.Event) -> tuple[bool, str]:
         """TERM the group, grace, then hygiene: KILL what is left, wait until all of it is
         gone (and its GPU memory released, if asked)."""
         config = self._config
@@ -52,19 +53,19 @@ class ProcessRestartAction:
             return False, f"refusing to stop process group {pgid} of pid {pid}"
         tree = capture([pid, pgid])
         os.killpg(pgid, signal.SIGTERM)
-        wait_gone(tree, config.grace)
+        wait_gone(tree, config.grace, cut_off=cut_off)
         # SIGKILL after the grace is this action's own stop, whatever hygiene says.
         hygiene = config.hygiene.model_copy(update={"kill_leftovers": True})
-        clean, seen = settle(tree, hygiene, self._gpu)
+        clean, seen = settle(tree, hygiene, self._gpu, cut_off=cut_off)
         return clean, f"stopped process group {pgid}: {seen}"
 
-    def _restart(self) -> ActionResult:
+    def _restart(self, cut_off: threading.Event) -> ActionResult:
         config = self._config
         try:
             pid = self._pid()
         except (OSError, ValueError) as exc:
             return ActionResult(False, f"cannot read a pid from {config.pidfile}: {exc}")
-        stopped_ok, stopped = self._stop(pid) if psutil.pid_exists(pid) else (
+        stopped_ok, stopped = self._stop(pid, cut_off) if psutil.pid_exists(pid) else (
             True, f"pid {pid} was not running")  # fmt: skip
         if not stopped_ok:
             return ActionResult(False, f"{stopped}; not started")
@@ -89,5 +90,5 @@ class ProcessRestartAction:
         """Stop the group, wait until it is gone, start again."""
         if ctx.dry_run:
             return ActionResult(True, f"would restart the process group of {self._config.pidfile}")
-        result: ActionResult = await run_in_daemon_thread(self._restart)
+        result: ActionResult = await run_until_cut_off(self._restart)
         return result

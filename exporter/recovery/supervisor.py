@@ -12,12 +12,13 @@ still holds ports or GPU memory; verify the rung with a real request.
 from __future__ import annotations
 
 import http.client
+import threading
 import xmlrpc.client
 from typing import Any
 
 from exporter.config.recovery import SupervisorActionConfig
 from exporter.config.server import BasicAuthConfig
-from exporter.recovery.actions import ActionContext, run_in_daemon_thread
+from exporter.recovery.actions import ActionContext, run_until_cut_off
 from exporter.recovery.hygiene import GpuProcesses, capture, settle
 from exporter.recovery.types import ActionResult
 from exporter.recovery.unixhttp import UnixConnection
@@ -81,7 +82,7 @@ class SupervisorAction:
             target = config.url.rstrip("/") + "/RPC2"
         return xmlrpc.client.ServerProxy(target, transport=transport, allow_none=True)
 
-    def _restart(self) -> ActionResult:
+    def _restart(self, cut_off: threading.Event) -> ActionResult:
         program = self._config.program
         try:
             with self._proxy() as proxy:
@@ -92,7 +93,7 @@ class SupervisorAction:
                     supervisor.stopProcess(program, True)
                 # supervisord counts the program stopped once its main process exits; a
                 # child that outlives it keeps the ports and the GPU (the notes, section 8).
-                clean, seen = settle(tree, self._config.hygiene, self._gpu)
+                clean, seen = settle(tree, self._config.hygiene, self._gpu, cut_off=cut_off)
                 if not clean:
                     return ActionResult(False, f"stopped {program}; {seen}; not started")
                 supervisor.startProcess(program, True)
@@ -116,5 +117,5 @@ class SupervisorAction:
         if ctx.dry_run:
             return ActionResult(True, f"would restart {self._config.program} through "
                                       f"supervisord at {self._config.url}")  # fmt: skip
-        result: ActionResult = await run_in_daemon_thread(self._restart)
+        result: ActionResult = await run_until_cut_off(self._restart)
         return result

@@ -18,7 +18,7 @@ from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from exporter.config.recovery import SystemdActionConfig
-from exporter.recovery.actions import ActionContext, run_in_daemon_thread
+from exporter.recovery.actions import ActionContext, run_until_cut_off
 from exporter.recovery.hygiene import GpuProcesses, capture, cgroup_pids, settle
 from exporter.recovery.types import ActionResult
 
@@ -148,7 +148,9 @@ class SystemdAction:
             stop = await systemd.job(f"stop {unit}", "StopUnit", unit, config.job_mode)
             if stop != "done":
                 return ActionResult(False, f"the stop job of {unit} ended '{stop}'")
-            clean, seen = await run_in_daemon_thread(lambda: settle(tree, hygiene, self._gpu))
+            clean, seen = await run_until_cut_off(
+                lambda cut_off: settle(tree, hygiene, self._gpu, cut_off=cut_off)
+            )
             if not clean:
                 return ActionResult(False, f"stopped {unit}; {seen}; not started")
             result = await systemd.job(f"start {unit}", "StartUnit", unit, config.job_mode)

@@ -143,3 +143,30 @@ def test_a_cgroups_processes_are_read_below_it_too(tmp_path: Path) -> None:
     assert sorted(cgroup_pids(tmp_path, "/system.slice/vllm.service")) == [101, 102, 103]
     assert cgroup_pids(tmp_path, "/system.slice/none.service") == []
     assert cgroup_pids(tmp_path, "") == []
+
+
+def test_a_rung_cut_off_while_waiting_starts_nothing_afterwards(
+    server: Path, start_medic: Callable[[str], Medic], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The rung's timeout ends the rung; the restart's thread must not start the server
+    later, behind the next rung's back."""
+    nvml = tmp_path / "nvml.json"
+    old, engine = int(server.read_text()), int(Path(f"{server}.engine").read_text())
+    holding(nvml, [engine])
+    monkeypatch.setenv(fakenvml.ENV, str(nvml))
+    text = config(server, tmp_path, "30s").replace("timeout: 30s", "timeout: 2s")
+    medic = start_medic(text)
+    assert medic.report_failure("vram_exhaustion").accepted
+    restart, escalate = settled(medic, 2)
+    assert (restart.outcome.value, restart.detail) == ("timeout", "no result in 2s")
+    holding(nvml, [])  # released now: a thread still waiting would go on to the start
+    wait_until(lambda: not any(t.name == "medic-action" and t.is_alive()
+                               for t in threading.enumerate()),
+               what="the action's thread")  # fmt: skip
+    # It ended; a start it made would write the pid file within a second (absence needs a
+    # bounded look: nothing signals a start that did not happen).
+    with pytest.raises(AssertionError, match="timed out"):
+        wait_until(lambda: int(server.read_text() or 0) not in (0, old), timeout=2.0,
+                   what="a start")  # fmt: skip
+    assert escalate.action == "escalate"
