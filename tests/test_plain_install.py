@@ -54,7 +54,8 @@ def test_every_action_type_works_on_a_plain_install(tmp_path: Path) -> None:
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    command, requests, signalled = report.pop("_effects")
+    command, requests, signalled, started = report.pop("_effects")
+    assert report.pop("ladder")[0] == "exhausted"  # model_server_hung's: none could reach
     assert {action: outcome for action, (outcome, _) in report.items()} == {
         "restart_pipeline": "succeeded",  # command
         "enable_cpu_offload": "succeeded",  # http
@@ -62,7 +63,19 @@ def test_every_action_type_works_on_a_plain_install(tmp_path: Path) -> None:
         "reduce_generation_params": "succeeded",  # in_process
         "clear_gpu_cache": "skipped_unavailable",  # built in: no torch, so no CUDA here
         "system_health_check": "succeeded",  # built in
+        "restart_group": "succeeded",  # process
+        # No daemon to reach: failures that say so, not an ImportError of their clients.
+        "restart_unit": "failed",
+        "restart_pod": "failed",
+        "restart_container": "failed",
+        "flush": "failed",
     }
+    details = {action: detail for action, (_, detail) in report.items()}
+    assert details["restart_unit"].startswith("cannot reach the D-Bus unix:path=")
+    assert "cannot reach the Kubernetes API" in details["restart_pod"]
+    assert details["restart_container"].startswith("cannot reach the Docker engine at ")
+    assert details["flush"].startswith("sglang_flush_cache: ConnectError")
+    assert started == "started"
     assert command == "ran"
     assert requests == ['{"failure_type": "network_error"}']
     assert signalled == "got"
