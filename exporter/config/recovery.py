@@ -279,10 +279,16 @@ class SupervisorActionConfig(RestartBase):
 
 
 class ProcessActionConfig(RestartBase):
-    """Restart a process group from its pid file: SIGTERM, grace, SIGKILL, gone, start."""
+    """Restart a process group from its pid file, or every process of a cgroup: SIGTERM,
+    grace, SIGKILL, gone, start."""
 
     type: Literal["process"]
-    pidfile: str
+    pidfile: str | None = None
+    cgroup: Annotated[str, Field(pattern=r"^/")] | None = Field(
+        default=None,
+        description="instead of pidfile: a cgroup (v2) path, /system.slice/vllm.service; "
+        "every process in it and below it",
+    )
     grace: Annotated[Duration, Field(ge=0)] = Field(
         default=10.0, description="how long the group may take to exit after SIGTERM"
     )
@@ -291,10 +297,18 @@ class ProcessActionConfig(RestartBase):
     )
     cwd: str | None = None
 
+    @model_validator(mode="after")
+    def _one_source(self) -> ProcessActionConfig:
+        if (self.pidfile is None) == (self.cgroup is None):
+            raise ValueError("give exactly one of pidfile or cgroup")
+        return self
+
     def does(self) -> str:
         """What it does, in a few words (medic explain)."""
         start = f", then {shlex.join(self.start)}" if self.start else ""
-        return f"SIGTERM, then SIGKILL, to the process group of the pid in {self.pidfile}{start}"
+        which = (f"the process group of the pid in {self.pidfile}" if self.pidfile
+                 else f"every process of cgroup {self.cgroup}")  # fmt: skip
+        return f"SIGTERM, then SIGKILL, to {which}{start}"
 
 
 class SystemdActionConfig(RestartBase):

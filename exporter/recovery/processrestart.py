@@ -9,17 +9,19 @@ of its own so that it outlives medic) brings it back; verify the rung with a rea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
+from pathlib import Path
 
 import psutil
 
 from exporter.config.recovery import ProcessActionConfig
 from exporter.recovery.actions import ActionContext, run_until_cut_off
 from exporter.recovery.external import BASE_ENVIRONMENT, DEFAULT_PATH
-from exporter.recovery.hygiene import GpuProcesses, capture, settle, wait_gone
+from exporter.recovery.hygiene import GpuProcesses, capture, cgroup_pids, settle, wait_gone
 from exporter.recovery.types import ActionResult
 
 
@@ -31,18 +33,41 @@ def _environment() -> dict[str, str]:
 
 
 class ProcessRestartAction:
-    """Stop a process group (TERM, grace, KILL, gone), then start it again."""
+    """Stop a process group or a cgroup's processes (TERM, grace, KILL, gone), then start
+    it again."""
 
     def __init__(
-        self, name: str, config: ProcessActionConfig, gpu: GpuProcesses | None = None
+        self,
+        name: str,
+        config: ProcessActionConfig,
+        gpu: GpuProcesses | None = None,
+        cgroup_root: Path = Path("/sys/fs/cgroup"),
     ) -> None:
         self.name = name
         self._config = config
         self._gpu = gpu
+        self._cgroups = cgroup_root
 
     def _pid(self) -> int:
-        with open(self._config.pidfile, encoding="ascii") as handle:
+        with open(str(self._config.pidfile), encoding="ascii") as handle:
             return int(handle.read().strip())
+
+    def _stop_cgroup(self, cut_off: threading.Event) -> tuple[bool, str]:
+        """TERM every process of the cgroup, grace, then hygiene as for a group."""
+        config = self._config
+        pids = cgroup_pids(self._cgroups, str(config.cgroup))
+        if not pids:
+            return True, f"no process in cgroup {config.cgroup}"
+        if {os.getpid(), 1} & set(pids):
+            return False, f"refusing to stop cgroup {config.cgroup}: medic or pid 1 is in it"
+        tree = capture(pids)
+        for process in tree.processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.terminate()
+        wait_gone(tree, config.grace, cut_off=cut_off)
+        hygiene = config.hygiene.model_copy(update={"kill_leftovers": True})
+        clean, seen = settle(tree, hygiene, self._gpu, cut_off=cut_off)
+        return clean, f"stopped cgroup {config.cgroup}: {seen}"
 
     def _stop(self, pid: int, cut_off: threading.Event) -> tuple[bool, str]:
         """TERM the group, grace, then hygiene: KILL what is left, wait until all of it is
@@ -59,14 +84,21 @@ class ProcessRestartAction:
         clean, seen = settle(tree, hygiene, self._gpu, cut_off=cut_off)
         return clean, f"stopped process group {pgid}: {seen}"
 
-    def _restart(self, cut_off: threading.Event) -> ActionResult:
+    def _stop_any(self, cut_off: threading.Event) -> tuple[bool, str]:
         config = self._config
+        if config.cgroup is not None:
+            return self._stop_cgroup(cut_off)
         try:
             pid = self._pid()
         except (OSError, ValueError) as exc:
-            return ActionResult(False, f"cannot read a pid from {config.pidfile}: {exc}")
-        stopped_ok, stopped = self._stop(pid, cut_off) if psutil.pid_exists(pid) else (
-            True, f"pid {pid} was not running")  # fmt: skip
+            return False, f"cannot read a pid from {config.pidfile}: {exc}"
+        if not psutil.pid_exists(pid):
+            return True, f"pid {pid} was not running"
+        return self._stop(pid, cut_off)
+
+    def _restart(self, cut_off: threading.Event) -> ActionResult:
+        config = self._config
+        stopped_ok, stopped = self._stop_any(cut_off)
         if not stopped_ok:
             return ActionResult(False, f"{stopped}; not started")
         if not config.start:
@@ -89,6 +121,6 @@ class ProcessRestartAction:
     async def run(self, ctx: ActionContext) -> ActionResult:
         """Stop the group, wait until it is gone, start again."""
         if ctx.dry_run:
-            return ActionResult(True, f"would restart the process group of {self._config.pidfile}")
+            return ActionResult(True, f"would send {self._config.does()}")
         result: ActionResult = await run_until_cut_off(self._restart)
         return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -61,3 +62,48 @@ recovery:
     first, second, _ = settled(medic, 3)
     assert first.outcome.value == "failed" and first.detail.startswith("refusing to stop")
     assert second.outcome.value == "failed" and "cannot read a pid" in second.detail
+
+
+def test_a_cgroups_processes_are_stopped_and_gone_before_the_start(tmp_path: Path) -> None:
+    """`cgroup:` instead of a pid file: every process listed in the cgroup and below it
+    (a cgroup v2 tree laid out in a directory, as /sys/fs/cgroup is)."""
+    import asyncio
+
+    from exporter.config.recovery import ProcessActionConfig
+    from exporter.recovery.actions import ActionContext
+    from exporter.recovery.processrestart import ProcessRestartAction
+    from exporter.recovery.types import FailureEvent
+
+    ready = tmp_path / "ignoring"
+    ignoring = [sys.executable, "-c",
+                "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                f"open('{ready}', 'w').close(); time.sleep(600)"]  # fmt: skip
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    engine = subprocess.Popen(ignoring)
+    wait_until(ready.exists, what="the engine to ignore SIGTERM")
+    unit = tmp_path / "system.slice" / "tts.service"
+    (unit / "engine").mkdir(parents=True)
+    (unit / "cgroup.procs").write_text(f"{server.pid}\n")
+    (unit / "engine" / "cgroup.procs").write_text(f"{engine.pid}\n")
+    marker = tmp_path / "started"
+    config = ProcessActionConfig(type="process", cgroup="/system.slice/tts.service", grace=0.5,
+                                 start=["sh", "-c", f"echo yes > {marker}"])  # fmt: skip
+    action = ProcessRestartAction("restart", config, cgroup_root=tmp_path)
+    ctx = ActionContext(FailureEvent("generation_pipeline_error", "test"))
+    try:
+        result = asyncio.run(action.run(ctx))
+        assert result.ok, result.detail
+        assert result.detail == (
+            "stopped cgroup /system.slice/tts.service: old tree of 2 processes gone (1 killed "
+            "after the stop); started sh")  # fmt: skip
+        assert server.wait(5) == -signal.SIGTERM and engine.wait(5) == -signal.SIGKILL
+        wait_until(marker.exists, what="the start")
+        (unit / "cgroup.procs").write_text(f"{os.getpid()}\n")  # medic's own cgroup
+        refused = asyncio.run(action.run(ctx))
+        assert not refused.ok and refused.detail == (
+            "refusing to stop cgroup /system.slice/tts.service: medic or pid 1 is in it"
+        )
+    finally:
+        for process in (server, engine):
+            process.kill()
+            process.wait(5)
