@@ -101,7 +101,8 @@ def test_a_cgroups_processes_are_stopped_and_gone_before_the_start(tmp_path: Pat
         (unit / "cgroup.procs").write_text(f"{os.getpid()}\n")  # medic's own cgroup
         refused = asyncio.run(action.run(ctx))
         assert not refused.ok and refused.detail == (
-            "refusing to stop cgroup /system.slice/tts.service: medic or pid 1 is in it"
+            "refusing to stop cgroup /system.slice/tts.service: medic or pid 1 is in it; "
+            "not started"
         )
     finally:
         for process in (server, engine):
