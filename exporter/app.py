@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,13 +26,16 @@ from exporter.config import (
     split_listen,
 )
 from exporter.events import EventHub
+from exporter.gpu.facts import GpuDevice
 from exporter.gpu.xid import XidWatcher
+from exporter.gpu.xids import XidClassifier
 from exporter.helper import release_changes, released_by_kind
 from exporter.metrics import (
     ExporterCollector,
     Exposition,
     HealthCollector,
     RenderLoop,
+    VerdictCollector,
     XidCollector,
 )
 from exporter.metrics.recovery import RecoveryCollector, TriggerCollector
@@ -196,11 +200,9 @@ class Medic:
         self.registry.register(webhook)
         self.render_loop.watch(webhook.version)
 
-        gpu = next((c for c in config.checks if isinstance(c, GpuCheckConfig)), None)
         self.xid: XidWatcher | None = None
-        if gpu is not None and gpu.enabled and gpu.xid_events:
-            self.xid = XidWatcher(gpu.nvml_module, on_change=self.render_loop.invalidate)
-            self.registry.register(XidCollector(self.xid))
+        self.verdicts: VerdictCollector | None = None
+        self._gpu_collectors(config)
         self.triggers = self._local_triggers(config)
         self.health.add_listener(self._on_check_result)
         self.scheduler = CheckScheduler(self.health)
@@ -224,6 +226,26 @@ class Medic:
         )  # fmt: skip
         self.registry.register(PullCollector(puller))
         return puller
+
+    def _gpu_collectors(self, config: Config) -> None:
+        """XID counts (from NVML's events) and each GPU's verdict, for a gpu check."""
+        gpu = next((c for c in config.checks if isinstance(c, GpuCheckConfig)), None)
+        if gpu is None or not gpu.enabled:
+            return
+        classifier = XidClassifier(gpu.xid_buckets)
+        if gpu.xid_events:
+            self.xid = XidWatcher(gpu.nvml_module, on_change=self.render_loop.invalidate)
+            self.registry.register(XidCollector(self.xid, classifier))
+        self.verdicts = VerdictCollector(partial(self._gpu_devices, gpu.name), self.xid,
+                                         classifier, gpu.xid_window)  # fmt: skip
+        self.registry.register(self.verdicts)
+
+    def _gpu_devices(self, check: str) -> list[GpuDevice]:
+        """The GPUs the gpu check saw in its last round."""
+        for state in self.health.states():
+            if state.spec.name == check and state.last is not None:
+                return [f for f in state.last.facts if isinstance(f, GpuDevice)]
+        return []
 
     def _local_triggers(self, config: Config) -> LocalTriggers | None:
         """Checks with `trigger:` run their failure type's ladder when they become failing;

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from exporter.config.base import Ratio
+from exporter.config.base import PositiveDuration, Ratio
 from exporter.config.checkbase import CheckBase
 from exporter.config.logcheck import LogCheckConfig
 from exporter.config.metricscheck import MetricsCheckConfig
@@ -44,6 +44,10 @@ class PathCheckConfig(CheckBase):
     non_empty: bool = Field(default=False, description="directories only: at least one entry")
 
 
+XidBucket = Literal["restart_app", "reset_gpu", "reboot_node", "inspect_hardware", "ignore"]
+"""Where an XID goes (exporter.gpu.xids): what NVIDIA's catalog asks of the host."""
+
+
 class GpuCheckConfig(CheckBase):
     """Every GPU through NVML, read in a helper process that is abandoned if it hangs."""
 
@@ -57,6 +61,14 @@ class GpuCheckConfig(CheckBase):
     xid_events: bool = Field(default=True, description="count XID errors from NVML events")
     max_memory_used_ratio: Ratio = Field(
         default=1.0, description="fail when a GPU's used+reserved memory passes this ratio"
+    )
+    xid_buckets: dict[Annotated[int, Field(ge=1)], XidBucket] = Field(
+        default_factory=dict,
+        description="override NVIDIA's catalog for an XID: restart_app, reset_gpu, "
+        "reboot_node, inspect_hardware or ignore",
+    )
+    xid_window: PositiveDuration = Field(
+        default=3600.0, description="how long an XID's bucket counts toward the GPU's verdict"
     )
     nvml_module: str = Field(
         default="pynvml",

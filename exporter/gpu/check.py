@@ -11,7 +11,7 @@ from exporter.checks.base import Observation
 from exporter.checks.runner import CallStuck, CallTimeout
 from exporter.clock import Clock, SystemClock
 from exporter.gpu.client import worker_argv
-from exporter.gpu.facts import GpuDevice, GpuProcess, NvmlState
+from exporter.gpu.facts import GpuDevice, GpuHealth, GpuProcess, NvmlState
 from exporter.gpu.pci import count_gpus
 from exporter.gpu.reader import LIBRARY_NOT_FOUND
 from exporter.helper import WorkerDied, WorkerProcess, WorkerTimeout, let_go
@@ -19,11 +19,13 @@ from exporter.helper import WorkerDied, WorkerProcess, WorkerTimeout, let_go
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 60.0
+HEALTH_NAMES = tuple(GpuHealth.__dataclass_fields__)
 
 
 def _device(raw: dict[str, Any], driver: str) -> GpuDevice:
     memory = raw.get("memory") or {}
     processes = raw.get("processes")
+    health = raw.get("health") or {}
     return GpuDevice(
         index=int(raw["index"]),
         uuid=str(raw["uuid"]),
@@ -40,6 +42,9 @@ def _device(raw: dict[str, Any], driver: str) -> GpuDevice:
         processes=None
         if processes is None
         else tuple(GpuProcess(int(p["pid"]), str(p["name"]), p.get("used")) for p in processes),
+        serial=health.get("serial"),
+        reset_required=bool(raw.get("reset_required")),
+        health=GpuHealth(**{k: health.get(k) for k in HEALTH_NAMES}) if health else None,
     )
 
 
@@ -202,6 +207,9 @@ class GpuCheck:
         if len(devices) < self._expected:
             problems.append(f"{len(devices)} GPUs answer, {self._expected} expected")
         for device in devices:
+            if device.reset_required:
+                problems.append(f"GPU {device.index} requires a reset (the driver answers "
+                                "NVML_ERROR_RESET_REQUIRED)")  # fmt: skip
             if device.memory_total and device.memory_used is not None:
                 ratio = (device.memory_used + (device.memory_reserved or 0)) / device.memory_total
                 if ratio > self._max_used:

@@ -41,6 +41,33 @@ class GpuDevice:
     power_watts: float | None = None
     energy_joules: float | None = None
     processes: tuple[GpuProcess, ...] | None = None
+    serial: str | None = None
+    reset_required: bool = False
+    """NVML answered NVML_ERROR_RESET_REQUIRED: the GPU takes no work until it is reset."""
+    health: GpuHealth | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuHealth:
+    """The driver's verdict and the figures behind it; None where the GPU or driver lacks
+    the field (nvmlDeviceGetFieldValues answers NOT_SUPPORTED for it)."""
+
+    recovery_action: int | None = None
+    """NVML_FI_DEV_GET_GPU_RECOVERY_ACTION: 0 none, 1 GPU reset, 2 node reboot, 3 drain P2P,
+    4 drain and reset, 5 recover IMEX domain, 6 bus reset, 7 system reboot."""
+    remap_correctable: int | None = None
+    remap_uncorrectable: int | None = None
+    remap_pending: int | None = None
+    remap_failure: int | None = None
+    ecc_volatile_corrected: int | None = None
+    ecc_volatile_uncorrected: int | None = None
+    ecc_aggregate_corrected: int | None = None
+    ecc_aggregate_uncorrected: int | None = None
+    retired_single_bit: int | None = None
+    retired_double_bit: int | None = None
+    retired_pending: int | None = None
+    pcie_replay: int | None = None
+    clock_event_reasons: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

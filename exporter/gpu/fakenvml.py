@@ -11,8 +11,19 @@ can change it while medic runs:
                "used": 1073741824, "free": 84222648320, "reserved": 603979776,
                "utilization": 37, "temperature": 45, "power_mw": 250000, "energy_mj": 1200000,
                "unsupported": ["temperature"], "lost": false, "present": true,
-               "processes": [{"pid": 4242, "name": "python3", "used": 1073741824}]}],
+               "processes": [{"pid": 4242, "name": "python3", "used": 1073741824}],
+               "serial": "1652922000123", "recovery_action": 0, "reset_required": false,
+               "remapped_rows": {"correctable": 0, "uncorrectable": 0, "pending": 0,
+                                 "failure": 0},
+               "ecc": {"volatile": {"corrected": 0, "uncorrected": 0},
+                       "aggregate": {"corrected": 0, "uncorrected": 0}},
+               "retired_pages": {"single_bit": [], "double_bit": []},
+               "throttle_reasons": 0, "pcie_replay": 0}],
      "xid_events": [{"gpu": 0, "xid": 79}]}
+
+A GPU field left out of its entry (recovery_action, remapped_rows, ecc, ...) or named in
+"unsupported" answers NOT_SUPPORTED, as on a GPU or driver without it; "reset_required"
+makes every call on that GPU fail with NVML_ERROR_RESET_REQUIRED, as the driver does.
 
 A function listed in "hang" blocks until it is removed from the list (a wedged driver).
 """
@@ -81,6 +92,8 @@ def _gpu(handle: _Device, field_name: str | None = None) -> dict[str, Any]:
         if gpu["uuid"] == handle.uuid:
             if gpu.get("lost"):
                 raise NVMLError(_real.NVML_ERROR_GPU_IS_LOST)
+            if gpu.get("reset_required") and field_name not in ("handle", "uuid", "serial"):
+                raise NVMLError(_real.NVML_ERROR_RESET_REQUIRED)
             if field_name is not None and field_name in gpu.get("unsupported", []):
                 raise NVMLError(_real.NVML_ERROR_NOT_SUPPORTED)
             return gpu
@@ -119,14 +132,14 @@ def nvmlDeviceGetHandleByIndex(index: int) -> _Device:
     if not 0 <= index < len(gpus):
         raise NVMLError(_real.NVML_ERROR_INVALID_ARGUMENT)
     handle = _Device(index, gpus[index]["uuid"])
-    _gpu(handle)
+    _gpu(handle, "handle")
     return handle
 
 
 def nvmlDeviceGetUUID(handle: _Device) -> str:
     """The GPU-… UUID."""
     _enter("nvmlDeviceGetUUID")
-    return str(_gpu(handle)["uuid"])
+    return str(_gpu(handle, "uuid")["uuid"])
 
 
 def nvmlDeviceGetName(handle: _Device) -> str:
@@ -198,6 +211,118 @@ def nvmlSystemGetProcessName(pid: int) -> str:
     raise NVMLError(_real.NVML_ERROR_NOT_FOUND)
 
 
+def _present(handle: _Device, key: str) -> Any:
+    """The GPU's value for a field, or NOT_SUPPORTED when its entry leaves it out."""
+    gpu = _gpu(handle, key)
+    if key not in gpu:
+        raise NVMLError(_real.NVML_ERROR_NOT_SUPPORTED)
+    return gpu[key]
+
+
+def nvmlDeviceGetSerial(handle: _Device) -> str:
+    """The board serial number (the same across re-imaging and driver changes)."""
+    _enter("nvmlDeviceGetSerial")
+    return str(_present(handle, "serial"))
+
+
+def nvmlDeviceGetRemappedRows(device: _Device) -> tuple[int, int, int, int]:
+    """(correctable, uncorrectable, pending, failure) row remappings (Ampere and newer)."""
+    _enter("nvmlDeviceGetRemappedRows")
+    rows = _present(device, "remapped_rows")
+    return (int(rows.get("correctable", 0)), int(rows.get("uncorrectable", 0)),
+            int(rows.get("pending", 0)), int(rows.get("failure", 0)))  # fmt: skip
+
+
+def nvmlDeviceGetTotalEccErrors(handle: _Device, errorType: int, counterType: int) -> int:
+    """ECC error count: corrected or uncorrected, volatile (since the driver loaded) or
+    aggregate (the GPU's lifetime)."""
+    _enter("nvmlDeviceGetTotalEccErrors")
+    ecc = _present(handle, "ecc")
+    counter = {_real.NVML_VOLATILE_ECC: "volatile", _real.NVML_AGGREGATE_ECC: "aggregate"}
+    kind = {_real.NVML_MEMORY_ERROR_TYPE_CORRECTED: "corrected",
+            _real.NVML_MEMORY_ERROR_TYPE_UNCORRECTED: "uncorrected"}  # fmt: skip
+    if counterType not in counter or errorType not in kind:
+        raise NVMLError(_real.NVML_ERROR_INVALID_ARGUMENT)
+    return int(ecc.get(counter[counterType], {}).get(kind[errorType], 0))
+
+
+def nvmlDeviceGetRetiredPages(device: _Device, sourceFilter: int) -> list[int]:
+    """Addresses of the pages retired for one cause (pre-Ampere page retirement)."""
+    _enter("nvmlDeviceGetRetiredPages")
+    pages = _present(device, "retired_pages")
+    cause = {_real.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS: "single_bit",
+             _real.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR: "double_bit"}  # fmt: skip
+    if sourceFilter not in cause:
+        raise NVMLError(_real.NVML_ERROR_INVALID_ARGUMENT)
+    return [int(a) for a in pages.get(cause[sourceFilter], [])]
+
+
+def nvmlDeviceGetCurrentClocksEventReasons(handle: _Device) -> int:
+    """Why the clocks are held down now: a bit mask of nvmlClocksEventReason*."""
+    _enter("nvmlDeviceGetCurrentClocksEventReasons")
+    return int(_present(handle, "throttle_reasons"))
+
+
+def nvmlDeviceGetCurrentClocksThrottleReasons(handle: _Device) -> int:
+    """The older name of nvmlDeviceGetCurrentClocksEventReasons."""
+    return nvmlDeviceGetCurrentClocksEventReasons(handle)
+
+
+def nvmlDeviceGetPcieReplayCounter(handle: _Device) -> int:
+    """PCIe replays since the driver loaded."""
+    _enter("nvmlDeviceGetPcieReplayCounter")
+    return int(_present(handle, "pcie_replay"))
+
+
+_FIELDS: dict[int, tuple[str, str | None]] = {
+    _real.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION: ("recovery_action", None),
+    _real.NVML_FI_DEV_REMAPPED_COR: ("remapped_rows", "correctable"),
+    _real.NVML_FI_DEV_REMAPPED_UNC: ("remapped_rows", "uncorrectable"),
+    _real.NVML_FI_DEV_REMAPPED_PENDING: ("remapped_rows", "pending"),
+    _real.NVML_FI_DEV_REMAPPED_FAILURE: ("remapped_rows", "failure"),
+    _real.NVML_FI_DEV_ECC_SBE_VOL_TOTAL: ("ecc", "volatile.corrected"),
+    _real.NVML_FI_DEV_ECC_DBE_VOL_TOTAL: ("ecc", "volatile.uncorrected"),
+    _real.NVML_FI_DEV_ECC_SBE_AGG_TOTAL: ("ecc", "aggregate.corrected"),
+    _real.NVML_FI_DEV_ECC_DBE_AGG_TOTAL: ("ecc", "aggregate.uncorrected"),
+    _real.NVML_FI_DEV_RETIRED_SBE: ("retired_pages", "single_bit"),
+    _real.NVML_FI_DEV_RETIRED_DBE: ("retired_pages", "double_bit"),
+    _real.NVML_FI_DEV_RETIRED_PENDING: ("retired_pages", "pending"),
+    _real.NVML_FI_DEV_PCIE_REPLAY_COUNTER: ("pcie_replay", None),
+}
+
+
+def _part(found: Any, part: str) -> Any:
+    """A field's value inside a GPU entry's dict: a dotted path; a list counts its items
+    (retired page addresses); a missing key in a present dict is 0."""
+    for key in part.split("."):
+        found = found.get(key, 0) if isinstance(found, dict) else 0
+    if isinstance(found, list):
+        return len(found)
+    return int(bool(found)) if isinstance(found, bool) else found
+
+
+def nvmlDeviceGetFieldValues(handle: _Device, fieldIds: list[int]) -> Any:
+    """The binding's array of c_nvmlFieldValue_t: each with its own nvmlReturn (a field
+    this GPU lacks is NOT_SUPPORTED there, the call itself succeeds) and an unsigned int."""
+    _enter("nvmlDeviceGetFieldValues")
+    gpu = _gpu(handle)
+    values = (_real.c_nvmlFieldValue_t * len(fieldIds))()
+    for i, field_id in enumerate(fieldIds):
+        values[i].fieldId = field_id
+        values[i].timestamp = int(time.time() * 1e6)
+        key, part = _FIELDS.get(field_id, ("", None))
+        found = gpu.get(key) if key and key not in gpu.get("unsupported", []) else None
+        if isinstance(found, dict):
+            found = _part(found, str(part))
+        if found is None:
+            values[i].nvmlReturn = _real.NVML_ERROR_NOT_SUPPORTED
+            continue
+        values[i].nvmlReturn = _real.NVML_SUCCESS
+        values[i].valueType = _real.NVML_VALUE_TYPE_UNSIGNED_INT
+        values[i].value.uiVal = int(found)
+    return values
+
+
 def nvmlEventSetCreate() -> _EventSet:
     """An empty event set; it sees only events recorded after it was created."""
     state = _enter("nvmlEventSetCreate")
@@ -259,6 +384,17 @@ def make_state(count: int, total: int = 80 * 2**30, **overrides: Any) -> dict[st
                 "power_mw": 100_000 + 1000 * i,
                 "energy_mj": 5_000_000 * (i + 1),
                 "processes": [{"pid": 1000 + i, "name": "python3", "used": used}],
+                # A healthy Hopper: every health field supported, nothing to do.
+                "serial": f"16529220{i:05d}",
+                "recovery_action": 0,
+                "remapped_rows": {"correctable": 0, "uncorrectable": 0, "pending": 0, "failure": 0},
+                "ecc": {
+                    "volatile": {"corrected": 0, "uncorrected": 0},
+                    "aggregate": {"corrected": 0, "uncorrected": 0},
+                },
+                "retired_pages": {"single_bit": [], "double_bit": [], "pending": False},
+                "throttle_reasons": 0,
+                "pcie_replay": 0,
             }
         )
     return {"driver": "550.54.15", "gpus": gpus, "xid_events": [], **overrides}

@@ -20,6 +20,25 @@ LIFECYCLE = frozenset(
 # Field-level: not supported, no permission, function not found (old driver), and a struct
 # version the driver does not know. Only that series is absent.
 FIELD_ABSENT = frozenset({3, 4, 13, 25})
+SUCCESS, RESET_REQUIRED = 0, 16
+"""NVML_ERROR_RESET_REQUIRED: the GPU answers nothing until it is reset (a verdict)."""
+HEALTH_FIELDS: dict[str, str] = {
+    "recovery_action": "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION",
+    "remap_correctable": "NVML_FI_DEV_REMAPPED_COR",
+    "remap_uncorrectable": "NVML_FI_DEV_REMAPPED_UNC",
+    "remap_pending": "NVML_FI_DEV_REMAPPED_PENDING",
+    "remap_failure": "NVML_FI_DEV_REMAPPED_FAILURE",
+    "ecc_volatile_corrected": "NVML_FI_DEV_ECC_SBE_VOL_TOTAL",
+    "ecc_volatile_uncorrected": "NVML_FI_DEV_ECC_DBE_VOL_TOTAL",
+    "ecc_aggregate_corrected": "NVML_FI_DEV_ECC_SBE_AGG_TOTAL",
+    "ecc_aggregate_uncorrected": "NVML_FI_DEV_ECC_DBE_AGG_TOTAL",
+    "retired_single_bit": "NVML_FI_DEV_RETIRED_SBE",
+    "retired_double_bit": "NVML_FI_DEV_RETIRED_DBE",
+    "retired_pending": "NVML_FI_DEV_RETIRED_PENDING",
+    "pcie_replay": "NVML_FI_DEV_PCIE_REPLAY_COUNTER",
+}
+"""The health figures read in one nvmlDeviceGetFieldValues call (as DCGM reads them); a
+field the GPU or driver lacks answers its own NOT_SUPPORTED and stays absent."""
 
 
 class NvmlFailure(Exception):
@@ -85,6 +104,42 @@ def _processes(nvml: ModuleType, handle: Any) -> list[dict[str, Any]] | None:
     ]
 
 
+def _value(nvml: ModuleType, field: Any) -> int | float | None:
+    """One c_nvmlFieldValue_t's value by its valueType; None when its own return failed."""
+    if field.nvmlReturn != SUCCESS:
+        return None
+    by_type = {
+        nvml.NVML_VALUE_TYPE_DOUBLE: "dVal", nvml.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
+        nvml.NVML_VALUE_TYPE_UNSIGNED_LONG: "ulVal",
+        nvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal",
+        nvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "sllVal", nvml.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
+        nvml.NVML_VALUE_TYPE_UNSIGNED_SHORT: "usVal",
+    }  # fmt: skip
+    attr = by_type.get(field.valueType)
+    return None if attr is None else getattr(field.value, attr)
+
+
+def read_health(nvml: ModuleType, handle: Any) -> dict[str, Any]:
+    """The driver's recovery action and the figures behind a verdict (row remapping, ECC,
+    retired pages, PCIe replays, clock-event reasons) and the board serial; each None
+    where this GPU or driver lacks it."""
+    names = list(HEALTH_FIELDS)
+    ids = [getattr(nvml, HEALTH_FIELDS[n], None) for n in names]
+    wanted = [(n, i) for n, i in zip(names, ids, strict=True) if i is not None]
+    health: dict[str, Any] = dict.fromkeys(names)
+    values = _field(nvml, nvml.nvmlDeviceGetFieldValues, handle, [i for _, i in wanted])
+    for (name, _), field in zip(wanted, values or [], strict=False):
+        health[name] = _value(nvml, field)
+    reasons = (
+        getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        or nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+    )
+    health["clock_event_reasons"] = _field(nvml, reasons, handle)
+    serial = _field(nvml, nvml.nvmlDeviceGetSerial, handle)
+    health["serial"] = None if serial is None else str(serial)
+    return health
+
+
 def read_device(nvml: ModuleType, index: int, processes: bool) -> dict[str, Any]:
     """Everything medic exports about one GPU."""
     handle = nvml.nvmlDeviceGetHandleByIndex(index)
@@ -102,10 +157,22 @@ def read_device(nvml: ModuleType, index: int, processes: bool) -> dict[str, Any]
         ),
         "power_w": None if power_mw is None else power_mw / 1000.0,
         "energy_j": None if energy_mj is None else energy_mj / 1000.0,
+        "health": read_health(nvml, handle),
     }
     if processes:
         device["processes"] = _processes(nvml, handle)
     return device
+
+
+def _reset_required(nvml: ModuleType, index: int) -> dict[str, Any]:
+    """What is known of a GPU that answers NVML_ERROR_RESET_REQUIRED: its identity, where
+    the driver still gives it."""
+    handle = nvml.nvmlDeviceGetHandleByIndex(index)
+    uuid = _field(nvml, nvml.nvmlDeviceGetUUID, handle)
+    serial = _field(nvml, nvml.nvmlDeviceGetSerial, handle)
+    return {"index": index, "uuid": str(uuid or f"gpu-{index}"), "name": "unknown",
+            "memory": None, "reset_required": True,
+            "health": {"serial": None if serial is None else str(serial)}}  # fmt: skip
 
 
 def read_all(nvml: ModuleType, processes: bool) -> dict[str, Any]:
@@ -124,6 +191,11 @@ def read_all(nvml: ModuleType, processes: bool) -> dict[str, Any]:
             devices.append(read_device(nvml, index, processes))
         except nvml.NVMLError as exc:
             err = failure(nvml, exc, index)
+            if err.code == RESET_REQUIRED:
+                # The GPU refuses work until it is reset: the driver's verdict, and the
+                # round goes on for the others.
+                devices.append(_reset_required(nvml, index))
+                continue
             if err.code not in LIFECYCLE:
                 raise err from None
             errors.append(err.as_dict())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from exporter.gpu.client import worker_argv
@@ -23,8 +24,11 @@ class XidWatcher:
         nvml_module: str = "pynvml",
         on_change: Callable[[], None] | None = None,
         env: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._argv = worker_argv(nvml_module, events=True)
+        self._clock = clock
+        self._seen: dict[XidKey, float] = {}
         self._env = env
         self._on_change = on_change
         self._lock = threading.Lock()
@@ -50,6 +54,16 @@ class XidWatcher:
         """XID events seen since start, per GPU and code."""
         with self._lock:
             return dict(self._counts)
+
+    def recent(self, within: float) -> dict[tuple[int, str], set[int]]:
+        """The XID codes each GPU (index, uuid) reported in the last `within` seconds."""
+        since = self._clock() - within
+        found: dict[tuple[int, str], set[int]] = {}
+        with self._lock:
+            for (gpu, uuid, xid), at in self._seen.items():
+                if at >= since:
+                    found.setdefault((gpu, uuid), set()).add(xid)
+        return found
 
     def _run(self) -> None:
         backoff = 1.0
@@ -80,6 +94,7 @@ class XidWatcher:
             key = (int(message["gpu"]), str(message["uuid"]), int(message["xid"]))  # type: ignore[call-overload]
             with self._lock:
                 self._counts[key] = self._counts.get(key, 0) + 1
+                self._seen[key] = self._clock()
             log.warning("XID %d on GPU %d (%s)", key[2], key[0], key[1])
             if self._on_change is not None:
                 self._on_change()

@@ -2,7 +2,7 @@
 
 from exporter.metrics.exposition import Exposition, Rendered, RenderLoop
 from exporter.metrics.families import ExporterCollector, HealthCollector
-from exporter.metrics.gpu import XidCollector
+from exporter.metrics.gpu import VerdictCollector, XidCollector
 
 __all__ = [
     "ExporterCollector",
@@ -10,5 +10,6 @@ __all__ = [
     "HealthCollector",
     "RenderLoop",
     "Rendered",
+    "VerdictCollector",
     "XidCollector",
 ]

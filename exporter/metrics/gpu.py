@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.gpu.facts import GpuDevice, NvmlState, TorchMemory
+from exporter.gpu.verdict import ACTIONS, Verdict, verdict
 from exporter.gpu.xid import XidWatcher
+from exporter.gpu.xids import XidClassifier
 
 GPU_LABELS = ["gpu", "uuid"]
 
@@ -72,6 +74,72 @@ def device_families(_check: str, devices: list[GpuDevice]) -> Iterator[Metric]:
     yield from (energy, info)
     if any(d.processes is not None for d in devices):
         yield processes
+    yield from _health_families(devices)
+
+
+_HEALTH: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
+    ("gauge", "medic_gpu_remapped_rows", "Rows remapped (permanent), by the error behind them.",
+     "remap_correctable", {"kind": "correctable"}),
+    ("gauge", "medic_gpu_remapped_rows", "", "remap_uncorrectable", {"kind": "uncorrectable"}),
+    ("gauge", "medic_gpu_row_remap_pending",
+     "1 while a row remap waits for the next GPU reset.", "remap_pending", {}),
+    ("gauge", "medic_gpu_row_remap_failure",
+     "1 once a row remapping failed (an RMA criterion).", "remap_failure", {}),
+    ("counter", "medic_gpu_ecc_errors", "ECC errors: volatile since the driver loaded, "
+     "aggregate over the GPU's life.", "ecc_volatile_corrected",
+     {"kind": "corrected", "counter": "volatile"}),
+    ("counter", "medic_gpu_ecc_errors", "", "ecc_volatile_uncorrected",
+     {"kind": "uncorrected", "counter": "volatile"}),
+    ("counter", "medic_gpu_ecc_errors", "", "ecc_aggregate_corrected",
+     {"kind": "corrected", "counter": "aggregate"}),
+    ("counter", "medic_gpu_ecc_errors", "", "ecc_aggregate_uncorrected",
+     {"kind": "uncorrected", "counter": "aggregate"}),
+    ("gauge", "medic_gpu_retired_pages", "Pages retired (pre-Ampere), by cause.",
+     "retired_single_bit", {"cause": "single_bit"}),
+    ("gauge", "medic_gpu_retired_pages", "", "retired_double_bit", {"cause": "double_bit"}),
+    ("gauge", "medic_gpu_retired_pages_pending",
+     "1 while a page waits for retirement at the next reset.", "retired_pending", {}),
+    ("counter", "medic_gpu_pcie_replays", "PCIe replays since the driver loaded.",
+     "pcie_replay", {}),
+)  # fmt: skip
+CLOCK_EVENT_REASONS = {
+    "gpu_idle": 0x1, "applications_clocks_setting": 0x2, "sw_power_cap": 0x4,
+    "hw_slowdown": 0x8, "sync_boost": 0x10, "sw_thermal_slowdown": 0x20,
+    "hw_thermal_slowdown": 0x40, "hw_power_brake_slowdown": 0x80,
+    "display_clock_setting": 0x100,
+}  # fmt: skip
+"""nvmlClocksEventReason* bits (nvidia-ml-py): why the clocks are held down."""
+
+
+def _health_families(devices: list[GpuDevice]) -> Iterator[Metric]:
+    """The figures behind a verdict; a field the GPU lacks has no series."""
+    families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+    for kind, name, help_text, attr, extra in _HEALTH:
+        if name not in families:
+            make = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            families[name] = make(name, help_text, labels=[*GPU_LABELS, *extra])
+        for device in devices:
+            value = None if device.health is None else getattr(device.health, attr)
+            if value is not None:
+                families[name].add_metric([str(device.index), device.uuid, *extra.values()],
+                                          float(value))  # fmt: skip
+    yield from families.values()
+    reasons = GaugeMetricFamily(
+        "medic_gpu_clock_event_reasons", "1 for each reason the clocks are held down now.",
+        labels=[*GPU_LABELS, "reason"],
+    )  # fmt: skip
+    reset = GaugeMetricFamily(
+        "medic_gpu_reset_required", "1 while NVML answers RESET_REQUIRED for the GPU.",
+        labels=GPU_LABELS,
+    )  # fmt: skip
+    for device in devices:
+        labels = [str(device.index), device.uuid]
+        reset.add_metric(labels, 1.0 if device.reset_required else 0.0)
+        mask = None if device.health is None else device.health.clock_event_reasons
+        if mask is not None:
+            for reason, bit in CLOCK_EVENT_REASONS.items():
+                reasons.add_metric([*labels, reason], 1.0 if mask & bit else 0.0)
+    yield from (reasons, reset)
 
 
 def torch_families(_check: str, facts: list[TorchMemory]) -> Iterator[Metric]:
@@ -90,10 +158,12 @@ def torch_families(_check: str, facts: list[TorchMemory]) -> Iterator[Metric]:
 
 
 class XidCollector(Collector):
-    """medic_gpu_xid_errors_total from the XID watcher's counts."""
+    """medic_gpu_xid_errors_total from the XID watcher's counts, with each XID's bucket (a
+    function of the XID, so no more series)."""
 
-    def __init__(self, watcher: XidWatcher) -> None:
+    def __init__(self, watcher: XidWatcher, classifier: XidClassifier | None = None) -> None:
         self._watcher = watcher
+        self._classifier = classifier or XidClassifier()
 
     def describe(self) -> list[Metric]:
         """Nothing to pre-declare."""
@@ -102,9 +172,54 @@ class XidCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """One series per (GPU, XID code) seen since start."""
         family = CounterMetricFamily(
-            "medic_gpu_xid_errors", "XID critical errors reported by the driver.",
-            labels=[*GPU_LABELS, "xid"],
+            "medic_gpu_xid_errors", "XID critical errors reported by the driver, with the "
+            "bucket of NVIDIA's catalog they fall in.", labels=[*GPU_LABELS, "xid", "bucket"],
         )  # fmt: skip
         for (gpu, uuid, xid), count in sorted(self._watcher.counts().items()):
-            family.add_metric([str(gpu), uuid, str(xid)], count)
+            family.add_metric([str(gpu), uuid, str(xid), self._classifier.bucket(xid)], count)
+        yield family
+
+
+class VerdictCollector(Collector):
+    """medic_gpu_recovery_action{gpu,uuid,action}: one 0/1 series per action for every GPU
+    the gpu check saw last, the driver's verdict merged with the catalog's for the XIDs of
+    the last `window` seconds (exporter.gpu.verdict)."""
+
+    def __init__(
+        self,
+        devices: Callable[[], list[GpuDevice]],
+        watcher: XidWatcher | None,
+        classifier: XidClassifier,
+        window: float,
+    ) -> None:
+        self._devices = devices
+        self._watcher = watcher
+        self._classifier = classifier
+        self._window = window
+
+    def describe(self) -> list[Metric]:
+        """Nothing to pre-declare."""
+        return []
+
+    def verdicts(self) -> list[tuple[GpuDevice, Verdict]]:
+        """Each GPU's verdict now."""
+        recent = self._watcher.recent(self._window) if self._watcher is not None else {}
+        found = []
+        for device in self._devices():
+            xids = recent.get((device.index, device.uuid), set())
+            found.append((device, verdict(device, {self._classifier.bucket(x) for x in xids})))
+        return found
+
+    def collect(self) -> Iterator[Metric]:
+        """One series per GPU and action: 1 for the verdict, 0 for the others."""
+        family = GaugeMetricFamily(
+            "medic_gpu_recovery_action",
+            "What the GPU needs now (1): the driver's verdict, outranking NVIDIA's XID "
+            "catalog for the XIDs seen recently.",
+            labels=[*GPU_LABELS, "action"],
+        )  # fmt: skip
+        for device, found in self.verdicts():
+            for action in ACTIONS:
+                family.add_metric([str(device.index), device.uuid, action],
+                                  1.0 if action == found.action else 0.0)  # fmt: skip
         yield family

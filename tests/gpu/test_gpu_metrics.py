@@ -75,8 +75,22 @@ def test_xid_events_are_counted_per_gpu_and_code(fake_nvml: FakeNvml, tmp_path: 
 
         def counted() -> bool:  # events arrive one by one; wait for all three
             text = httpx.get(f"{url}/metrics").text
-            xid79 = value(text, "medic_gpu_xid_errors_total", gpu="1", uuid=uuid1, xid="79")
-            xid48 = value(text, "medic_gpu_xid_errors_total", gpu="0", uuid=uuid0, xid="48")
+            xid79 = value(
+                text,
+                "medic_gpu_xid_errors_total",
+                gpu="1",
+                uuid=uuid1,
+                xid="79",
+                bucket="reboot_node",
+            )  # fallen off the bus: RESTART_BM
+            xid48 = value(
+                text,
+                "medic_gpu_xid_errors_total",
+                gpu="0",
+                uuid=uuid0,
+                xid="48",
+                bucket="reset_gpu",
+            )  # double-bit ECC, alone: RESET_GPU
             return (xid79, xid48) == (2, 1)
 
         wait_until(counted, what="XID 79 twice on GPU 1 and XID 48 once on GPU 0")
