@@ -49,8 +49,13 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], int, str]]]] =
         # The count itself: an XID series is born at its first count, which increase()
         # would read as 0; a step in this line is an XID.
         ("XID errors counted since medic started", "short", [
-            (f"medic_gpu_xid_errors_total{{{I}}}", "{{instance}} GPU {{gpu}} XID {{xid}}"),
+            (f"medic_gpu_xid_errors_total{{{I}}}",
+             "{{instance}} GPU {{gpu}} XID {{xid}} ({{bucket}})"),
         ], 8, "timeseries"),
+        # One row per GPU: what it needs now, merged from the driver and NVIDIA's catalog.
+        ("GPU verdict: what each GPU needs now", "short", [
+            (f"medic_gpu_recovery_action{{{I}}} == 1", "{{instance}} GPU {{gpu}}: {{action}}"),
+        ], 24, "table"),
         ("GPUs visible vs expected, NVML up", "short", [
             (f"medic_gpu_count{{{I}}}", "{{instance}} visible"),
             (f"medic_gpu_expected{{{I}}}", "{{instance}} expected"),

@@ -52,7 +52,7 @@ NON_ZERO = {
     "GPUs visible vs expected, NVML up", "Host memory available", "Disk used",
     "Model files present", "Checks passing", "Seconds since each check last passed",
     "Circuit breakers now", "Recovery attempts by outcome", "Webhook requests by status code",
-    "Webhook alerts by result",
+    "Webhook alerts by result", "GPU verdict: what each GPU needs now",
 }  # fmt: skip
 # Healthy in the scenario: these read 0 (and must exist).
 ZERO = {"Checks stuck"}
@@ -190,7 +190,10 @@ def test_dashboard_shape_for_grafana_10() -> None:
     top = [p for p in dashboard["panels"] if p["gridPos"]["y"] == 1]
     assert [p["type"] for p in top] == ["stat"] * 6
     assert sum(p["gridPos"]["w"] for p in top) == 24
-    [table] = [p for p in dashboard["panels"] if p["type"] == "table"]
-    assert table["targets"][0]["format"] == "table" and table["transformations"]
+    tables = [p for p in dashboard["panels"] if p["type"] == "table"]
+    assert [t["title"] for t in tables] == ["GPU verdict: what each GPU needs now",
+                                            "Circuit breakers now"]  # fmt: skip
+    for table in tables:
+        assert table["targets"][0]["format"] == "table" and table["transformations"]
     for annotation in dashboard["annotations"]["list"]:
         assert 'instance=~"$instance"' in annotation["expr"]

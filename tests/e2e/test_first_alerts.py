@@ -1,6 +1,6 @@
 """The safety-net alerts fire on the *first* occurrence, in a real Prometheus with the shipped
-rules: the first XID, a ladder exhausted before Prometheus ever scraped medic, and medic
-going down.
+rules: the first XID, a ladder exhausted before Prometheus ever scraped medic, the driver's
+verdict on a GPU, and medic going down.
 
 The rules are alerts/medic.rules.yml as shipped, except that this test's copy drops every
 `for:` (fast_rules) so that it does not wait minutes; the expressions are the shipped ones.
@@ -87,12 +87,23 @@ def test_the_first_xid_fires(scene: Scene) -> None:
     wait_until(lambda: "XID watcher listening" in scene.medic.log(), what="the XID watcher")
     # Prometheus has scraped medic already (wait_ready): the XID series is new to it.
     assert not scene.prometheus.query("medic_gpu_xid_errors_total")
-    scene.gpus.state["xid_events"] = [{"gpu": 0, "xid": 79}]
+    scene.gpus.state["xid_events"] = [{"gpu": 0, "xid": 31}]  # a page fault: RESTART_APP
     scene.gpus.write()
     wait_until(lambda: scene.prometheus.query("medic_gpu_xid_errors_total"), timeout=20,
                what="Prometheus to scrape the XID")  # fmt: skip
-    wait_until(lambda: scene.firing("MedicGpuXidErrors", xid="79"), timeout=20,
-               what="MedicGpuXidErrors to fire on the first XID")  # fmt: skip
+    wait_until(lambda: scene.firing("MedicGpuXidAppFault", xid="31", bucket="restart_app"),
+               timeout=20, what="MedicGpuXidAppFault to fire on the first XID")  # fmt: skip
+
+
+def test_the_drivers_verdict_pages_people(scene: Scene) -> None:
+    assert not scene.firing("MedicGpuResetNeeded")
+    scene.gpus.gpu(0)["recovery_action"] = 1  # NVML_GPU_RECOVERY_ACTION_GPU_RESET
+    scene.gpus.write()
+    wait_until(lambda: scene.firing("MedicGpuResetNeeded", gpu="0", action="reset_gpu",
+                                    severity="critical"),
+               timeout=20, what="MedicGpuResetNeeded on the driver's verdict")  # fmt: skip
+    for alert in scene.prometheus.query('ALERTS{alertname="MedicGpuResetNeeded"}'):
+        assert "medic_failure_type" not in alert["metric"]  # people reset GPUs, not medic
 
 
 def test_medic_going_down_fires(scene: Scene) -> None:
