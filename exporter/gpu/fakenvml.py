@@ -51,13 +51,21 @@ ENV = "MEDIC_FAKE_NVML"
 _LIB = {"initialised": False}  # the binding keeps this state in the C library
 
 
+_CACHE: dict[str, Any] = {"raw": None, "state": None}
+
+
 def _state() -> dict[str, Any]:
+    """The state file, read on every call and parsed again only when its bytes changed: a
+    test that rewrites it is seen at the next call, and a round costs a read, not a parse."""
     path = os.environ.get(ENV)
     if not path:
         return {"gpus": []}
-    with open(path, encoding="utf-8") as handle:
-        state: dict[str, Any] = json.load(handle)
-        return state
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    if raw != _CACHE["raw"]:
+        _CACHE["state"], _CACHE["raw"] = json.loads(raw), raw
+    state: dict[str, Any] = _CACHE["state"]
+    return state
 
 
 def _enter(function: str, needs_init: bool = True) -> dict[str, Any]:
