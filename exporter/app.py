@@ -27,6 +27,7 @@ from exporter.config import (
 )
 from exporter.events import EventHub
 from exporter.gpu.facts import GpuDevice
+from exporter.gpu.kernel import KernelXids
 from exporter.gpu.xid import XidWatcher
 from exporter.gpu.xids import XidClassifier
 from exporter.helper import release_changes, released_by_kind
@@ -34,6 +35,7 @@ from exporter.metrics import (
     ExporterCollector,
     Exposition,
     HealthCollector,
+    KernelXidCollector,
     RenderLoop,
     VerdictCollector,
     XidCollector,
@@ -202,6 +204,7 @@ class Medic:
 
         self.xid: XidWatcher | None = None
         self.verdicts: VerdictCollector | None = None
+        self.kernel_xids: KernelXids | None = None
         self._gpu_collectors(config)
         self.triggers = self._local_triggers(config)
         self.health.add_listener(self._on_check_result)
@@ -239,6 +242,17 @@ class Medic:
         self.verdicts = VerdictCollector(partial(self._gpu_devices, gpu.name), self.xid,
                                          classifier, gpu.xid_window)  # fmt: skip
         self.registry.register(self.verdicts)
+        if gpu.kernel_log is not None:
+            self.kernel_xids = KernelXids(gpu, self._kernel_xid)
+            self.registry.register(KernelXidCollector(self.kernel_xids))
+            self.render_loop.watch(lambda: self.kernel_xids.version if self.kernel_xids else 0)
+
+    def _kernel_xid(self, failure_type: str, labels: dict[str, str], dedup_key: str) -> str:
+        """An application's fault from the kernel's XID line: its app's ladder, once per
+        storm window (the dedup key)."""
+        detail = f"XID {labels['xid']} from pid {labels['pid']} ({labels['process_name']})"
+        event = FailureEvent(failure_type, "kernel", labels, dedup_key=dedup_key, detail=detail)
+        return self.recovery.submit(event).result
 
     def _gpu_devices(self, check: str) -> list[GpuDevice]:
         """The GPUs the gpu check saw in its last round."""
@@ -291,6 +305,8 @@ class Medic:
         if self.xid is not None:
             self.xid.start()
         self.recovery.start()
+        if self.kernel_xids is not None:
+            self.kernel_xids.start()  # after the engine: its first line may need a ladder
         if self.puller is not None:
             self.puller.start()
         self.scheduler.start()
@@ -311,6 +327,8 @@ class Medic:
             self.triggers.close()
         if self.xid is not None:
             self.xid.stop()
+        if self.kernel_xids is not None:
+            self.kernel_xids.stop()
         self.render_loop.stop()
         if self.db is not None:
             self.db.flush(timeout=2.0)

@@ -85,12 +85,14 @@ class FileFollower:
 
 
 class JournalFollower:
-    """New messages of a systemd unit, from `journalctl --follow --output=json`."""
+    """New messages of a systemd unit (or the kernel's), from `journalctl --follow
+    --output=json`."""
 
     MAX_WAITING = 200_000
 
-    def __init__(self, unit: str) -> None:
+    def __init__(self, unit: str | None, kernel: bool = False) -> None:
         self.unit = unit
+        self._kernel = kernel
         self._lines: deque[str] = deque(maxlen=self.MAX_WAITING)
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
@@ -98,7 +100,7 @@ class JournalFollower:
 
     def _start(self) -> None:
         argv = ["journalctl", "--follow", "--output=json", "--lines=0", "--no-pager",
-                f"--unit={self.unit}"]  # fmt: skip
+                "--dmesg" if self._kernel else f"--unit={self.unit}"]  # fmt: skip
         try:
             self._process = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
@@ -107,7 +109,7 @@ class JournalFollower:
             self.error = f"cannot run journalctl: {exc.strerror or exc}"
             return
         threading.Thread(target=self._pump, args=(self._process,), daemon=True,
-                         name=f"journal-{self.unit}").start()  # fmt: skip
+                         name=f"journal-{self.unit or 'kernel'}").start()  # fmt: skip
 
     def _pump(self, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None

@@ -5,13 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from exporter.config.base import PositiveDuration, Ratio
+from exporter.config.base import PositiveDuration, Ratio, Strict
 from exporter.config.checkbase import CheckBase
 from exporter.config.logcheck import LogCheckConfig
 from exporter.config.metricscheck import MetricsCheckConfig
-from exporter.config.probes import HttpCheckConfig, RequestCheckConfig, TcpCheckConfig
+from exporter.config.probes import (
+    HttpCheckConfig,
+    RequestCheckConfig,
+    TcpCheckConfig,
+    compiles,
+)
 from exporter.config.processcheck import ProcessCheckConfig
 from exporter.config.units import ByteSize
 
@@ -48,6 +53,25 @@ XidBucket = Literal["restart_app", "reset_gpu", "reboot_node", "inspect_hardware
 """Where an XID goes (exporter.gpu.xids): what NVIDIA's catalog asks of the host."""
 
 
+class XidAppConfig(Strict):
+    """An application on this host: an XID its process hit (RESTART_APP in NVIDIA's catalog)
+    runs this failure type, whose ladder restarts it and only it."""
+
+    unit: str | None = Field(default=None, description="the process's systemd unit")
+    process: str | None = Field(
+        default=None, description="a regexp on the process name the kernel's XID line gives"
+    )
+    failure_type: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+    @model_validator(mode="after")
+    def _one_match(self) -> XidAppConfig:
+        if (self.unit is None) == (self.process is None):
+            raise ValueError("give exactly one of unit or process")
+        if self.process is not None:
+            compiles([self.process])
+        return self
+
+
 class GpuCheckConfig(CheckBase):
     """Every GPU through NVML, read in a helper process that is abandoned if it hangs."""
 
@@ -69,6 +93,18 @@ class GpuCheckConfig(CheckBase):
     )
     xid_window: PositiveDuration = Field(
         default=3600.0, description="how long an XID's bucket counts toward the GPU's verdict"
+    )
+    kernel_log: Annotated[str, Field(pattern=r"^(kmsg|journal|/.+)$")] | None = Field(
+        default=None,
+        description="read XID lines (with the faulting pid) from kmsg (/dev/kmsg), journal "
+        "(journalctl -k) or a file; none: NVML's events only",
+    )
+    apps: list[XidAppConfig] = Field(
+        default_factory=list,
+        description="the applications an application-fault XID restarts, by unit or name",
+    )
+    storm_window: PositiveDuration = Field(
+        default=600.0, description="one episode per GPU, XID and app in this window"
     )
     nvml_module: str = Field(
         default="pynvml",

@@ -83,8 +83,8 @@ def actions(recovery: Any) -> Found:
 
 
 def verify_and_routes(config: Any) -> Found:
-    """verify: naming no check, and routes and check triggers naming a failure type with no
-    ladder."""
+    """verify: naming no check, and routes, check triggers and a gpu check's apps naming a
+    failure type with no ladder."""
     root = _mapping(config)
     names = {_mapping(c).get("name") for c in _items(root.get("checks"))}
     failures = _mapping(_mapping(root.get("recovery")).get("failures"))
@@ -104,6 +104,11 @@ def verify_and_routes(config: Any) -> Found:
         if isinstance(wanted, str) and wanted not in failures:
             found.append((("checks", index, "trigger"),
                           f"{wanted!r} has no ladder under recovery.failures"))  # fmt: skip
+        for app_index, app in enumerate(_items(_mapping(check).get("apps"))):
+            wanted = _mapping(app).get("failure_type")
+            if isinstance(wanted, str) and wanted not in failures:
+                found.append((("checks", index, "apps", app_index, "failure_type"),
+                              f"{wanted!r} has no ladder under recovery.failures"))  # fmt: skip
     for index, route in enumerate(_items(_mapping(root.get("webhook")).get("routes"))):
         wanted = _mapping(route).get("failure_type")
         if isinstance(wanted, str) and wanted not in failures:

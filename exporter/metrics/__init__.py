@@ -2,12 +2,13 @@
 
 from exporter.metrics.exposition import Exposition, Rendered, RenderLoop
 from exporter.metrics.families import ExporterCollector, HealthCollector
-from exporter.metrics.gpu import VerdictCollector, XidCollector
+from exporter.metrics.gpu import KernelXidCollector, VerdictCollector, XidCollector
 
 __all__ = [
     "ExporterCollector",
     "Exposition",
     "HealthCollector",
+    "KernelXidCollector",
     "RenderLoop",
     "Rendered",
     "VerdictCollector",

@@ -8,6 +8,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter.gpu.facts import GpuDevice, NvmlState, TorchMemory
+from exporter.gpu.kernel import KernelXids
 from exporter.gpu.verdict import ACTIONS, Verdict, verdict
 from exporter.gpu.xid import XidWatcher
 from exporter.gpu.xids import XidClassifier
@@ -222,4 +223,27 @@ class VerdictCollector(Collector):
             for action in ACTIONS:
                 family.add_metric([str(device.index), device.uuid, action],
                                   1.0 if action == found.action else 0.0)  # fmt: skip
+        yield family
+
+
+class KernelXidCollector(Collector):
+    """medic_gpu_kernel_xids_total{bucket,result}: XID lines of the kernel log, by bucket,
+    and what became of the application faults among them (born at 0 for every pair)."""
+
+    def __init__(self, kernel: KernelXids) -> None:
+        self._kernel = kernel
+
+    def describe(self) -> list[Metric]:
+        """Nothing to pre-declare."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """One series per bucket and result (seen, accepted, duplicate, unmatched, refused)."""
+        family = CounterMetricFamily(
+            "medic_gpu_kernel_xids", "XID lines read from the kernel log: seen, by bucket; for "
+            "application faults, what their app's ladder made of them.",
+            labels=["bucket", "result"],
+        )  # fmt: skip
+        for (bucket, result), count in sorted(self._kernel.counts.items()):
+            family.add_metric([bucket, result], count)
         yield family
