@@ -313,7 +313,9 @@ def nvmlDeviceGetFieldValues(handle: _Device, fieldIds: list[int]) -> Any:
     """The binding's array of c_nvmlFieldValue_t: each with its own nvmlReturn (a field
     this GPU lacks is NOT_SUPPORTED there, the call itself succeeds) and an unsigned int."""
     _enter("nvmlDeviceGetFieldValues")
-    gpu = _gpu(handle)
+    gpu = _gpu(handle, "field_values")
+    if gpu.get("field_values_error"):  # a driver that refuses the whole call
+        raise NVMLError(int(gpu["field_values_error"]))
     values = (_real.c_nvmlFieldValue_t * len(fieldIds))()
     for i, field_id in enumerate(fieldIds):
         values[i].fieldId = field_id

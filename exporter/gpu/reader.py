@@ -119,6 +119,18 @@ def _value(nvml: ModuleType, field: Any) -> int | float | None:
     return None if attr is None else getattr(field.value, attr)
 
 
+def _optional(nvml: ModuleType, call: Any, *args: Any) -> Any:
+    """Like _field, but any error but a lifecycle or reset-required one is "absent": these
+    figures are extras, and an older driver may refuse a field id it does not know
+    (INVALID_ARGUMENT) for the whole call; that must not cost the round."""
+    try:
+        return call(*args)
+    except nvml.NVMLError as exc:
+        if getattr(exc, "value", None) in LIFECYCLE | {RESET_REQUIRED}:
+            raise
+        return None
+
+
 def read_health(nvml: ModuleType, handle: Any) -> dict[str, Any]:
     """The driver's recovery action and the figures behind a verdict (row remapping, ECC,
     retired pages, PCIe replays, clock-event reasons) and the board serial; each None
@@ -127,15 +139,15 @@ def read_health(nvml: ModuleType, handle: Any) -> dict[str, Any]:
     ids = [getattr(nvml, HEALTH_FIELDS[n], None) for n in names]
     wanted = [(n, i) for n, i in zip(names, ids, strict=True) if i is not None]
     health: dict[str, Any] = dict.fromkeys(names)
-    values = _field(nvml, nvml.nvmlDeviceGetFieldValues, handle, [i for _, i in wanted])
+    values = _optional(nvml, nvml.nvmlDeviceGetFieldValues, handle, [i for _, i in wanted])
     for (name, _), field in zip(wanted, values or [], strict=False):
         health[name] = _value(nvml, field)
     reasons = (
         getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
         or nvml.nvmlDeviceGetCurrentClocksThrottleReasons
     )
-    health["clock_event_reasons"] = _field(nvml, reasons, handle)
-    serial = _field(nvml, nvml.nvmlDeviceGetSerial, handle)
+    health["clock_event_reasons"] = _optional(nvml, reasons, handle)
+    serial = _optional(nvml, nvml.nvmlDeviceGetSerial, handle)
     health["serial"] = None if serial is None else str(serial)
     return health
 

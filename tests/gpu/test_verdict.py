@@ -191,3 +191,17 @@ checks:
                  "medic_gpu_clock_event_reasons"):  # fmt: skip
         assert not [line for line in text.splitlines()
                     if line.startswith(name) and f'uuid="{g1["uuid"]}"' in line], name  # fmt: skip
+
+
+def test_a_driver_refusing_the_field_call_costs_only_those_figures(fake_nvml: FakeNvml) -> None:
+    fake_nvml.gpu(0)["field_values_error"] = 2  # INVALID_ARGUMENT: an unknown field id
+    fake_nvml.write()
+    fakenvml.nvmlInit()
+    try:
+        reply = read_all(fakenvml, processes=False)
+    finally:
+        fakenvml.nvmlShutdown()
+    first, second = reply["gpus"]
+    assert first["memory"] is not None and first["health"]["recovery_action"] is None
+    assert first["health"]["serial"] == fake_nvml.gpu(0)["serial"]  # the other calls answer
+    assert second["health"]["recovery_action"] == 0

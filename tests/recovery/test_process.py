@@ -56,6 +56,16 @@ def open_gate(tmp_path: Path) -> None:
         fifo.write("go\n")
 
 
+def release_gate(tmp_path: Path) -> None:
+    """End a `cat` still reading the FIFO (a killed command's orphan): open it for writing
+    without blocking (ENXIO: no reader left) and close it, which gives the reader EOF."""
+    try:
+        fd = os.open(tmp_path / "gate", os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    os.close(fd)
+
+
 def metric(url: str, name: str, **labels: str) -> float | None:
     from tests.test_server import value
 
@@ -156,6 +166,7 @@ def test_a_command_that_ends_while_medic_is_down_is_taken_as_finished(
     wait_until((tmp_path / "slow.log").exists, what="the slow command to start")
     kill_9(first)
     os.kill(int((tmp_path / "slow.pid").read_text()), signal.SIGKILL)  # dies while medic is down
+    release_gate(tmp_path)  # its `cat` on the FIFO outlives it: let that one go too
     _, url = start(medic_process, config)
     attempts = finished(url, 2)
     assert [(a["action"], a["outcome"]) for a in attempts] == [
