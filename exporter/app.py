@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 from collections.abc import Callable, Mapping
@@ -183,6 +184,7 @@ class Medic:
             runs=config.data_dir / RUNS_DIR if self.db is not None else None,
             # Restart hygiene asks NVML which old processes still hold GPU memory, with the
             # module the gpu check reads (the fake one in demos and tests).
+            gpu_evidence=self._gpu_evidence,
             gpu_processes=NvmlProcesses(
                 next(
                     (c.nvml_module for c in config.checks if isinstance(c, GpuCheckConfig)),
@@ -205,6 +207,7 @@ class Medic:
         self.xid: XidWatcher | None = None
         self.verdicts: VerdictCollector | None = None
         self.kernel_xids: KernelXids | None = None
+        self._xid_classifier = XidClassifier()
         self._gpu_collectors(config)
         self.triggers = self._local_triggers(config)
         self.health.add_listener(self._on_check_result)
@@ -235,7 +238,7 @@ class Medic:
         gpu = next((c for c in config.checks if isinstance(c, GpuCheckConfig)), None)
         if gpu is None or not gpu.enabled:
             return
-        classifier = XidClassifier(gpu.xid_buckets)
+        classifier = self._xid_classifier = XidClassifier(gpu.xid_buckets)
         if gpu.xid_events:
             self.xid = XidWatcher(gpu.nvml_module, on_change=self.render_loop.invalidate)
             self.registry.register(XidCollector(self.xid, classifier))
@@ -253,6 +256,25 @@ class Medic:
         detail = f"XID {labels['xid']} from pid {labels['pid']} ({labels['process_name']})"
         event = FailureEvent(failure_type, "kernel", labels, dedup_key=dedup_key, detail=detail)
         return self.recovery.submit(event).result
+
+    def _gpu_evidence(self, event: FailureEvent) -> dict[str, Any] | None:
+        """What a GPU reset would wipe, from the gpu check's last round and the XIDs seen:
+        volatile ECC counts, remap state, clock-event reasons, the processes on the GPU, the
+        XIDs with their buckets, and the verdict. The GPU the event names, else all."""
+        if self.verdicts is None:
+            return None
+        labels = event.labels
+        verdicts = self.verdicts.verdicts()
+        named = [(d, v) for d, v in verdicts
+                 if str(d.index) == labels.get("gpu") or d.uuid == labels.get("uuid")]  # fmt: skip
+        xids = self.xid.counts() if self.xid is not None else {}
+        classify = self._xid_classifier
+        gpus = [{**dataclasses.asdict(device), "verdict": dataclasses.asdict(found)}
+                for device, found in (named or verdicts)]  # fmt: skip
+        seen = [{"gpu": gpu, "uuid": uuid, "xid": xid, "count": count,
+                 "bucket": classify.bucket(xid)}
+                for (gpu, uuid, xid), count in sorted(xids.items())]  # fmt: skip
+        return {"taken": self.clock.time(), "gpus": gpus, "xids": seen}
 
     def _gpu_devices(self, check: str) -> list[GpuDevice]:
         """The GPUs the gpu check saw in its last round."""

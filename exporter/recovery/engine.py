@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import tempfile
 import threading
@@ -65,6 +66,9 @@ from exporter.storage.sqlite import CommitWaits
 
 __all__ = ["DURATION_BUCKETS", "RecoveryEngine", "Submission"]
 
+GPU_LABELS = frozenset({"gpu", "uuid", "pci"})
+"""An event with one of these labels is about a GPU (medic's GPU rules, kernel XIDs)."""
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 INFLOW_PER_TURN = 200
@@ -105,9 +109,11 @@ class RecoveryEngine:
         events: EventHub | None = None,
         runs: Path | None = None,
         gpu_processes: GpuProcesses | None = None,
+        gpu_evidence: Callable[[FailureEvent], dict[str, Any] | None] | None = None,
     ) -> None:
         self.config = config
         self._gpu_processes = gpu_processes
+        self._gpu_evidence = gpu_evidence
         self.actions = actions or ActionRegistry()
         self._health = health
         self._breakers = breakers
@@ -149,7 +155,7 @@ class RecoveryEngine:
             config, journal=journal, claims=self.claims, accounting=self.accounting,
             gates=rung_gates, actions=self._action, health=health, breakers=breakers,
             breaker_settings=self._breaker_settings, clock=clock, runs=self._runs,
-            stopping=lambda: self._stopping, commits=self._commits,
+            stopping=lambda: self._stopping, commits=self._commits, evidence=self._evidence,
         )  # fmt: skip
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -426,6 +432,22 @@ class RecoveryEngine:
 
             return Drained(action, spec.drain)
         return action
+
+    def _evidence(self, event: FailureEvent, action: str) -> str | None:
+        """Before a disruptive rung about a GPU (the event names one: gpu, uuid or pci):
+        what a reset would wipe, as JSON for the journal. A provider that fails costs the
+        evidence, never the rung."""
+        spec = self.config.actions.get(action)
+        if self._gpu_evidence is None or not isinstance(spec, ActionBase):
+            return None
+        if not spec.is_disruptive() or not GPU_LABELS & event.labels.keys():
+            return None
+        try:
+            found = self._gpu_evidence(event)
+        except Exception as exc:
+            log.exception("the GPU evidence before %s could not be taken", action)
+            found = {"error": f"{type(exc).__name__}: {exc}"}
+        return None if found is None else json.dumps(found, default=str, sort_keys=True)
 
     def _changed(self) -> None:
         self.version += 1

@@ -10,6 +10,7 @@ cooldowns keeps history readable and the engine going when the disk refuses writ
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import deque
@@ -169,15 +170,36 @@ class Journal:
             (self._clock.time(), key),
         )])  # fmt: skip
 
-    def start_rung(self, episode: Episode, attempt: RecoveryAttempt) -> Future[bool] | None:
-        """Rung `attempt.rung` starts: the episode runs it, the attempt is recorded. (Call
-        remember() once it committed: a start that failed to commit is written again.)"""
-        return self._group([
+    def start_rung(
+        self, episode: Episode, attempt: RecoveryAttempt, evidence: str | None = None
+    ) -> Future[bool] | None:
+        """Rung `attempt.rung` starts: the episode runs it, the attempt is recorded, with the
+        evidence taken before it (JSON) in the same commit. (Call remember() once it
+        committed: a start that failed to commit is written again.)"""
+        statements: list[Statement] = [
             self._insert(attempt, replace=True),  # written again if it failed to commit
             ("UPDATE recovery_episodes SET state = 'running', rung = ?, attempt_id = ?, "
              "interruptions = ?, updated = ? WHERE id = ?",
              (attempt.rung, attempt.id, episode.interruptions, attempt.started, episode.id)),
-        ])  # fmt: skip
+        ]  # fmt: skip
+        if evidence is not None:
+            statements.append((
+                "INSERT OR REPLACE INTO recovery_evidence (attempt_id, taken, body) "
+                "VALUES (?, ?, ?)", (attempt.id, attempt.started, evidence),
+            ))  # fmt: skip
+        return self._group(statements)
+
+    def evidence(self, attempt_id: int) -> dict[str, Any] | None:
+        """What was recorded before an attempt's disruptive action, or None."""
+        if self.db is None:
+            return None
+        rows = self.db.query(
+            "SELECT body FROM recovery_evidence WHERE attempt_id = ?", (attempt_id,)
+        )
+        if not rows:
+            return None
+        found: dict[str, Any] = json.loads(rows[0][0])
+        return found
 
     def record_launch(self, attempt: RecoveryAttempt, launch: Launch) -> Future[bool] | None:
         """A command's process exists (still held at its gate): who it is."""
@@ -373,6 +395,12 @@ class Journal:
         self.db.write(
             f"DELETE FROM recovery_episodes WHERE updated < ? AND state NOT IN {_OPEN}",  # noqa: S608
             (horizon,),
+        )
+        # Evidence goes with its attempt (kept by count and by age above).
+        self.db.write(
+            "DELETE FROM recovery_evidence WHERE attempt_id NOT IN "
+            "(SELECT id FROM recovery_attempts)",
+            (),
         )
 
     # --- history ------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from exporter.recovery.episode import Episode, Launch
 from exporter.recovery.gates import BreakerGate, Gates, Settle, Step, Verdict
 from exporter.recovery.journal import Journal
 from exporter.recovery.promquery import PrometheusQuery
-from exporter.recovery.types import ActionResult, Outcome, RecoveryAttempt
+from exporter.recovery.types import ActionResult, FailureEvent, Outcome, RecoveryAttempt
 from exporter.recovery.verify import verify
 from exporter.resilience import BreakerRegistry, BreakerSettings
 from exporter.storage.sqlite import CommitWaits
@@ -66,8 +66,10 @@ class Ladder:
         runs: Path,
         stopping: Callable[[], bool],
         commits: CommitWaits,
+        evidence: Callable[[FailureEvent, str], str | None] = lambda _event, _action: None,
     ) -> None:
         self._config = config
+        self._evidence = evidence
         self._commits = commits
         self._journal = journal
         self._claims = claims
@@ -151,8 +153,11 @@ class Ladder:
             self.endings.attempt(episode, rung.action, episode.rung)
         )
         episode.attempt, episode.launch = attempt, None
+        # What a disruptive rung against a GPU would wipe, taken now, committed with the
+        # rung's start: before the action can run.
+        evidence = self._evidence(episode.event, rung.action)
         try:
-            await self._hold_until_started(episode, attempt)
+            await self._hold_until_started(episode, attempt, evidence)
         except Dropped:  # its claim never committed: its arrival was refused, nothing runs
             for each in settle:
                 each(None)
@@ -309,13 +314,15 @@ class Ladder:
             breaker.on_error(False)
 
     # --- pieces -----------------------------------------------------------------------------
-    async def _hold_until_started(self, episode: Episode, attempt: RecoveryAttempt) -> None:
+    async def _hold_until_started(
+        self, episode: Episode, attempt: RecoveryAttempt, evidence: str | None = None
+    ) -> None:
         """Record the rung's start and wait for its commit. While the journal cannot commit,
         nothing runs: try again with backoff (until medic stops). Raises Dropped when the
         episode's claim failed and its source retries (the arrival was refused)."""
         tries = 0
         while True:
-            started = await self._commits.committed(self._started(episode, attempt))
+            started = await self._commits.committed(self._started(episode, attempt, evidence))
             # Batches commit in order: the claim's batch is done by now.
             claimed = episode.claimed is None or episode.claimed.result()
             if started and claimed:
@@ -332,12 +339,14 @@ class Ladder:
             tries += 1
         self._journal.remember(attempt)
 
-    def _started(self, episode: Episode, attempt: RecoveryAttempt) -> Future[bool] | None:
+    def _started(
+        self, episode: Episode, attempt: RecoveryAttempt, evidence: str | None = None
+    ) -> Future[bool] | None:
         """Queue the rung's start record, after the claim again if that failed to commit."""
         if episode.unclaimed:
             episode.unclaimed = False
             episode.claimed = self._journal.add_episode(episode)
-        return self._journal.start_rung(episode, attempt)
+        return self._journal.start_rung(episode, attempt, evidence)
 
     def _context(self, episode: Episode, rung: RungConfig, attempt_id: int) -> ActionContext:
         async def record_launch(recorded: Launch) -> bool:

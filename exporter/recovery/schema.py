@@ -1,5 +1,7 @@
 """The journal's tables, and the migration from the first layout (an inbox beside a table of
-handled keys) to one row per episode that carries its whole lifecycle."""
+handled keys) to one row per episode that carries its whole lifecycle. Layout 3 adds the
+evidence taken before a disruptive rung against a GPU (a table of its own: layout 2 gets it
+by the CREATE IF NOT EXISTS below)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from exporter.storage.sqlite import Database
 
 log = logging.getLogger(__name__)
 
-VERSION = 2
+VERSION = 3
 TABLES = """
 CREATE TABLE IF NOT EXISTS recovery_attempts (
     id           INTEGER PRIMARY KEY,
@@ -55,6 +57,11 @@ CREATE TABLE IF NOT EXISTS recovery_cooldowns (
     failure_type TEXT PRIMARY KEY,
     until        REAL NOT NULL,
     consecutive  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recovery_evidence (
+    attempt_id   INTEGER PRIMARY KEY,
+    taken        REAL NOT NULL,
+    body         TEXT NOT NULL
 );
 """
 
