@@ -28,6 +28,7 @@ from exporter.config import (
 )
 from exporter.events import EventHub
 from exporter.gpu.facts import GpuDevice
+from exporter.gpu.history import GpuHistory
 from exporter.gpu.kernel import KernelXids
 from exporter.gpu.xid import XidWatcher
 from exporter.gpu.xids import XidClassifier
@@ -208,6 +209,7 @@ class Medic:
         self.verdicts: VerdictCollector | None = None
         self.kernel_xids: KernelXids | None = None
         self._xid_classifier = XidClassifier()
+        self._gpu_check = ""
         self._gpu_collectors(config)
         self.triggers = self._local_triggers(config)
         self.health.add_listener(self._on_check_result)
@@ -242,8 +244,11 @@ class Medic:
         if gpu.xid_events:
             self.xid = XidWatcher(gpu.nvml_module, on_change=self.render_loop.invalidate)
             self.registry.register(XidCollector(self.xid, classifier))
+        history = GpuHistory(self.db, gpu.escalate_after_resets, gpu.escalate_after_reboots,
+                             clock=self.clock.time)  # fmt: skip
         self.verdicts = VerdictCollector(partial(self._gpu_devices, gpu.name), self.xid,
-                                         classifier, gpu.xid_window)  # fmt: skip
+                                         classifier, gpu.xid_window, history)  # fmt: skip
+        self._gpu_check = gpu.name
         self.registry.register(self.verdicts)
         if gpu.kernel_log is not None:
             self.kernel_xids = KernelXids(gpu, self._kernel_xid)
@@ -409,6 +414,8 @@ class Medic:
             self.scheduler.add(name, spec.interval)
 
     def _on_check_result(self, result: CheckResult | None) -> None:
+        if result is not None and self.verdicts is not None and result.name == self._gpu_check:
+            self.verdicts.observe()  # the GPUs' history: faults, resets, escalations
         if result is not None:
             previous = self._health_seen.get(result.name)
             if previous != result.ok:  # publish changes, not every run

@@ -62,7 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     hist.add_argument("-o", "--output", choices=["table", "json"], default="table",
                       help="json: one object per attempt, newest first (for scripts)")  # fmt: skip
     stats = commands.add_parser("stats", help="recovery statistics per failure type and action")
-    for sub in (hist, stats):
+    gpu = commands.add_parser("gpu", help="what the GPUs went through (the journal)")
+    gpu_commands = gpu.add_subparsers(dest="gpu_command", required=True, metavar="COMMAND")
+    gpu_history = gpu_commands.add_parser(
+        "history", help="faults, resets, reboots and escalations per GPU (by board serial)"
+    )
+    gpu_history.add_argument("serial", nargs="?", help="one GPU's board serial")
+    gpu_history.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    for sub in (hist, stats, gpu_history):
         sub.add_argument(
             "--config", metavar="FILE", default=os.environ.get("MEDIC_CONFIG") or None,
             help="config whose data_dir holds the journal (default: built-in)",
@@ -269,6 +276,8 @@ def _journal_command(args: argparse.Namespace) -> int:
             out = cli_history.history(
                 config, args.since, args.failure_type, args.limit, args.output
             )
+        elif args.command == "gpu":
+            out = cli_history.gpu_history(config, args.serial, args.output)
         else:
             out = cli_history.stats(config)
     except (cli_history.NoJournal, ValueError) as exc:
@@ -289,6 +298,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "version": _version,
     "history": _journal_command,
     "stats": _journal_command,
+    "gpu": _journal_command,
     "reset": _remote_command,
     "trigger": _remote_command,
     "explain": _explain,

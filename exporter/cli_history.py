@@ -93,3 +93,25 @@ def stats(config: Config) -> str:
         [[r["failure_type"], r["action"], str(r["attempts"]), str(r["successes"]),
           str(r["failures"]), _when(r["last_attempt"])] for r in rows],
     )  # fmt: skip
+
+
+def gpu_history(config: Config, serial: str | None, output: str = "table") -> str:
+    """Each GPU's faults, resets, reboots and escalations, oldest first."""
+    path = Path(config.data_dir) / DB_FILE
+    if not path.exists():
+        raise NoJournal(f"no journal at {path} (has medic run with this data directory?)")
+    db = Database(path)
+    try:
+        tables = {name for (name,) in db.query("SELECT name FROM sqlite_master")}
+        rows = [] if "gpu_history" not in tables else db.query(
+            "SELECT serial, at, kind, fault, detail FROM gpu_history "
+            "WHERE ? IS NULL OR serial = ? ORDER BY id", (serial, serial))  # fmt: skip
+    finally:
+        db.close()
+    if output == "json":
+        return json.dumps([{"serial": r[0], "at": r[1], "kind": r[2], "fault": r[3],
+                            "detail": r[4]} for r in rows], indent=2)  # fmt: skip
+    if not rows:
+        return f"no history for GPU {serial}" if serial else "no GPU history yet"
+    return _table(["SERIAL", "WHEN", "KIND", "FAULT", "DETAIL"],
+                  [[r[0], _when(r[1]), r[2], r[3], r[4]] for r in rows])  # fmt: skip

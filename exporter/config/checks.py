@@ -106,6 +106,12 @@ class GpuCheckConfig(CheckBase):
     storm_window: PositiveDuration = Field(
         default=600.0, description="one episode per GPU, XID and app in this window"
     )
+    escalate_after_resets: Annotated[int, Field(ge=1)] = Field(
+        default=2, description="a fault that survives this many GPU resets: reboot_node"
+    )
+    escalate_after_reboots: Annotated[int, Field(ge=1)] = Field(
+        default=2, description="a fault that survives this many reboots: inspect_hardware"
+    )
     nvml_module: str = Field(
         default="pynvml",
         pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$",

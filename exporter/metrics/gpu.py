@@ -8,6 +8,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter.gpu.facts import GpuDevice, NvmlState, TorchMemory
+from exporter.gpu.history import GpuHistory
 from exporter.gpu.kernel import KernelXids
 from exporter.gpu.verdict import ACTIONS, Verdict, verdict
 from exporter.gpu.xid import XidWatcher
@@ -192,11 +193,13 @@ class VerdictCollector(Collector):
         watcher: XidWatcher | None,
         classifier: XidClassifier,
         window: float,
+        history: GpuHistory | None = None,
     ) -> None:
         self._devices = devices
         self._watcher = watcher
         self._classifier = classifier
         self._window = window
+        self.history = history
 
     def describe(self) -> list[Metric]:
         """Nothing to pre-declare."""
@@ -206,10 +209,29 @@ class VerdictCollector(Collector):
         """Each GPU's verdict now."""
         recent = self._watcher.recent(self._window) if self._watcher is not None else {}
         found = []
+        escalated = self.history.escalated if self.history is not None else {}
         for device in self._devices():
             xids = recent.get((device.index, device.uuid), set())
-            found.append((device, verdict(device, {self._classifier.bucket(x) for x in xids})))
+            merged = verdict(device, {self._classifier.bucket(x) for x in xids})
+            to = escalated.get(device.serial or "")
+            if to is not None and ACTIONS.index(to) > ACTIONS.index(merged.action):
+                merged = Verdict(to, "history", f"{merged.detail}; escalated by its history")  # type: ignore[arg-type]
+            found.append((device, merged))
         return found
+
+    def observe(self) -> None:
+        """Feed the GPU round just finished to the history (faults, resets, escalations)."""
+        if self.history is None:
+            return
+        counts = self._watcher.counts() if self._watcher is not None else {}
+        rounds = []
+        for device, found in self.verdicts():
+            mine = {xid: n for (gpu, uuid, xid), n in counts.items()
+                    if (gpu, uuid) == (device.index, device.uuid)}  # fmt: skip
+            levels = ("reset_gpu", "reboot_node")
+            gpu_level = {x: n for x, n in mine.items() if self._classifier.bucket(x) in levels}
+            rounds.append((device, found, gpu_level))
+        self.history.observe(rounds)
 
     def collect(self) -> Iterator[Metric]:
         """One series per GPU and action: 1 for the verdict, 0 for the others."""
@@ -224,6 +246,14 @@ class VerdictCollector(Collector):
                 family.add_metric([str(device.index), device.uuid, action],
                                   1.0 if action == found.action else 0.0)  # fmt: skip
         yield family
+        if self.history is not None:
+            escalations = CounterMetricFamily(
+                "medic_gpu_escalations", "Faults that outlived their remedy, escalated by the "
+                "GPU's history (to reboot_node, then inspect_hardware).", labels=["to"],
+            )  # fmt: skip
+            for to, count in sorted(self.history.escalations.items()):
+                escalations.add_metric([to], count)
+            yield escalations
 
 
 class KernelXidCollector(Collector):
