@@ -96,3 +96,16 @@ def test_gpu_history_command(tmp_path: Path, capsys) -> None:
     assert main(["gpu", "history", "--config", str(config)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["SERIAL", "WHEN", "KIND", "FAULT", "DETAIL"] and len(table) == 5
+
+
+def test_a_repeated_xid_after_resets_escalates() -> None:
+    """XID 95 (uncontained, a reset) with the driver asking for a reset; the reset clears
+    the driver's verdict; the same XID comes back after each of N resets: a node reboot."""
+    history = GpuHistory(None, resets=2, reboots=2, boot_id=lambda: "b")
+    for xid95 in range(1, 4):  # the XID's count: one more each time
+        history.observe([(GPU, RESET, {95: xid95})])  # the XID, the driver's verdict
+        history.observe([(GPU, FINE, {95: xid95})])  # reset: the verdict cleared
+    assert [k for k in kinds(history) if k.startswith(("fault:xid", "reset", "escalation"))] == [
+        "fault:xid:95", "reset", "fault:xid:95", "reset", "fault:xid:95",
+        "escalation:xid:95", "reset"]  # fmt: skip
+    assert history.escalated == {SERIAL: "reboot_node"}

@@ -172,3 +172,22 @@ checks:
 """, env={})  # fmt: skip
     assert "checks[0].apps[0].failure_type: 'nope' has no ladder under recovery.failures" in str(
         info.value)  # fmt: skip
+
+
+def test_the_real_kmsg_opens_at_its_end_and_reads_without_blocking() -> None:
+    """/dev/kmsg itself (read only: nothing is written into the host's kernel log)."""
+    import os
+
+    from exporter.gpu.kernel import KmsgFollower
+
+    if not os.access("/dev/kmsg", os.R_OK):
+        pytest.skip("no readable /dev/kmsg here")
+    try:
+        follower = KmsgFollower()
+    except OSError as exc:
+        pytest.skip(f"/dev/kmsg cannot be opened here: {exc}")
+    try:
+        lines = follower.read(1000)  # from the end: only records written since, if any
+        assert isinstance(lines, list) and all(";" not in line[:20] for line in lines)
+    finally:
+        follower.close()
