@@ -102,11 +102,8 @@ def test_health_fields_are_read_and_absent_where_unsupported(fake_nvml: FakeNvml
                       "retired_pending", "serial"}  # fmt: skip
 
 
-def test_a_gpu_that_requires_a_reset_is_one_verdict_and_the_round_goes_on(
-    fake_nvml: FakeNvml, tmp_path: Path
-) -> None:
-    fake_nvml.gpu(1)["reset_required"] = True
-    fake_nvml.write()
+def first_round(tmp_path: Path) -> tuple[Medic, str]:
+    """A medic with a gpu check on the fake's 2 GPUs: /metrics after its first round."""
     medic = Medic(parse_config(f"""
 data_dir: {tmp_path / 'data'}
 checks:
@@ -114,8 +111,16 @@ checks:
 """, env={}))  # fmt: skip
     with serving(medic) as url:
         wait_until(lambda: medic.health.results().get("gpu"), what="the first round")
-        text = httpx.get(f"{url}/metrics").text
-        result = medic.health.results()["gpu"]
+        return medic, httpx.get(f"{url}/metrics").text
+
+
+def test_a_gpu_that_requires_a_reset_is_one_verdict_and_the_round_goes_on(
+    fake_nvml: FakeNvml, tmp_path: Path
+) -> None:
+    fake_nvml.gpu(1)["reset_required"] = True
+    fake_nvml.write()
+    medic, text = first_round(tmp_path)
+    result = medic.health.results()["gpu"]
     uuid0, uuid1 = fake_nvml.gpu(0)["uuid"], fake_nvml.gpu(1)["uuid"]
     assert not result.ok and "GPU 1 requires a reset" in result.reason
     assert value(text, "medic_gpu_reset_required", gpu="1", uuid=uuid1) == 1
@@ -167,14 +172,7 @@ def test_the_figures_behind_the_verdict_are_exported(fake_nvml: FakeNvml, tmp_pa
     for key in ("remapped_rows", "ecc", "retired_pages", "pcie_replay", "throttle_reasons"):
         del fake_nvml.gpu(1)[key]
     fake_nvml.write()
-    medic = Medic(parse_config(f"""
-data_dir: {tmp_path / 'data'}
-checks:
-  - {{name: gpu, type: gpu, expected: 2, nvml_module: {FAKE}, interval: 1h}}
-""", env={}))  # fmt: skip
-    with serving(medic) as url:
-        wait_until(lambda: medic.health.results().get("gpu"), what="the first round")
-        text = httpx.get(f"{url}/metrics").text
+    _, text = first_round(tmp_path)
     g0 = {"gpu": "0", "uuid": fake_nvml.gpu(0)["uuid"]}
     g1 = {"gpu": "1", "uuid": fake_nvml.gpu(1)["uuid"]}
     assert value(text, "medic_gpu_remapped_rows", **g0, kind="correctable") == 3
