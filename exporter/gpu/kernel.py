@@ -145,15 +145,8 @@ class KernelXids:
         self.version = 0
 
     def start(self) -> None:
-        """Start following."""
-        self._thread = threading.Thread(target=self._run, name="medic-kernel-xid", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop following (the thread ends within one poll)."""
-        self._stop.set()
-
-    def _run(self) -> None:
+        """Open the source here (where reading starts: lines written after start() returns
+        are news, whenever the thread gets to them), then follow it on a thread."""
         source = str(self._config.kernel_log)
         try:
             lines = self._open(source)
@@ -161,10 +154,23 @@ class KernelXids:
             log.warning("cannot read the kernel log from %s: %s; XIDs come from NVML only",
                         source, exc)  # fmt: skip
             return
+        lines.read(0)  # journalctl starts on its first read: from now, too
+        self._thread = threading.Thread(target=self._run, args=(lines,),
+                                        name="medic-kernel-xid", daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following (the thread ends within one poll)."""
+        self._stop.set()
+
+    def _run(self, lines: Lines) -> None:
         try:
             while not self._stop.wait(POLL):
                 for line in lines.read(1 << 20):
-                    self.handle(line)
+                    try:
+                        self.handle(line)
+                    except Exception:  # one bad line (or a failing submit) stops nothing
+                        log.exception("kernel XID line not handled: %r", line[:200])
         finally:
             lines.close()
 

@@ -191,3 +191,28 @@ def test_the_real_kmsg_opens_at_its_end_and_reads_without_blocking() -> None:
         assert isinstance(lines, list) and all(";" not in line[:20] for line in lines)
     finally:
         follower.close()
+
+
+def test_a_line_that_fails_to_be_handled_does_not_stop_the_follower(tmp_path: Path) -> None:
+    log_file = tmp_path / "kern.log"
+    log_file.write_text("")
+    config = GpuCheckConfig.model_validate({
+        "name": "gpu", "type": "gpu", "kernel_log": str(log_file),
+        "apps": [{"process": "^vllm", "failure_type": "vllm_gpu_fault"}]})  # fmt: skip
+    calls: list[str] = []
+
+    def submit(failure_type: str, labels: dict[str, str], key: str) -> str:
+        calls.append(labels["xid"])
+        if len(calls) == 1:
+            raise RuntimeError("the engine broke once")
+        return "accepted"
+
+    kernel = KernelXids(config, submit)
+    kernel.start()
+    try:
+        append(log_file, PAGE_FAULT.format(name="vllm-a"))
+        wait_until(lambda: calls == ["31"], what="the first line")
+        append(log_file, PAGE_FAULT.format(name="vllm-b").replace(": 31,", ": 13,"))
+        wait_until(lambda: calls == ["31", "13"], what="the follower to go on")
+    finally:
+        kernel.stop()
