@@ -13,18 +13,19 @@ any of the old pids still holds memory.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import psutil
 
 from exporter.config.recovery import HygieneConfig
+from exporter.gpu.client import worker_argv
+from exporter.helper import WorkerDied, WorkerProcess, WorkerTimeout, let_go
 
 POLL = 0.05
 
@@ -40,49 +41,38 @@ class GpuUnreadable(Exception):
 
 
 class NvmlProcesses:
-    """The compute processes NVML lists, read on a daemon thread bounded by `timeout` (a
-    wedged driver must not wedge the restart)."""
+    """The compute processes NVML lists, asked of the GPU check's helper process (one per
+    read, let go afterwards): on a sick driver any NVML call can block in the kernel, and
+    that must never be medic's own process (README, "GPUs")."""
 
     def __init__(self, module: str = "pynvml", timeout: float = 5.0) -> None:
-        self._module, self._timeout = module, timeout
-
-    def _read(self) -> dict[int, int | None]:
-        nvml: Any = importlib.import_module(self._module)
-        nvml.nvmlInit()
-        try:
-            held: dict[int, int | None] = {}
-            for index in range(nvml.nvmlDeviceGetCount()):
-                handle = nvml.nvmlDeviceGetHandleByIndex(index)
-                for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                    used = proc.usedGpuMemory
-                    if used is None or held.get(proc.pid, 0) is None:
-                        held[proc.pid] = None
-                    else:
-                        held[proc.pid] = int(held.get(proc.pid) or 0) + int(used)
-            return held
-        finally:
-            with contextlib.suppress(Exception):
-                nvml.nvmlShutdown()
+        self._argv = worker_argv(module)
+        self._timeout = timeout
 
     def __call__(self) -> dict[int, int | None]:
-        """Read it, or raise GpuUnreadable."""
-        box: dict[str, Any] = {}
-
-        def body() -> None:
-            try:
-                box["value"] = self._read()
-            except Exception as exc:  # an NVMLError, or the module is missing
-                box["error"] = exc
-
-        thread = threading.Thread(target=body, name="medic-nvml", daemon=True)
-        thread.start()
-        thread.join(self._timeout)
-        if thread.is_alive():
-            raise GpuUnreadable(f"NVML did not answer within {self._timeout:g}s")
-        if "error" in box:
-            raise GpuUnreadable(f"NVML: {box['error']}")
-        value: dict[int, int | None] = box["value"]
-        return value
+        """pid -> GPU memory summed over GPUs, or raise GpuUnreadable."""
+        try:
+            worker = WorkerProcess(self._argv)
+        except OSError as exc:
+            raise GpuUnreadable(f"cannot start the NVML helper: {exc}") from exc
+        try:
+            reply = worker.request({"op": "collect", "processes": True}, self._timeout)
+        except WorkerTimeout:
+            raise GpuUnreadable(f"NVML did not answer within {self._timeout:g}s") from None
+        except WorkerDied as exc:
+            raise GpuUnreadable(f"the NVML helper died: {exc}") from None
+        finally:
+            let_go(worker)  # a hung one exits once the driver lets it go
+        if not reply.get("ok"):
+            error = reply.get("error") or {}
+            raise GpuUnreadable(f"NVML: {error.get('name')}: {error.get('message', '')}")
+        held: dict[int, int | None] = {}
+        for gpu in reply.get("gpus", []):
+            for proc in gpu.get("processes") or []:
+                pid, used = int(proc["pid"]), proc.get("used")
+                before = held.get(pid, 0)
+                held[pid] = None if used is None or before is None else before + int(used)
+        return held
 
 
 @dataclass(frozen=True, slots=True)
