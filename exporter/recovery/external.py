@@ -28,14 +28,26 @@ the action's env_passthrough."""
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def base_environment(source: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The few variables every program medic starts may see (no secret of medic's)."""
+    env = {name: source[name] for name in BASE_ENVIRONMENT if name in source}
+    env.setdefault("PATH", DEFAULT_PATH)
+    return env
+
+
+def read_pid(path: str) -> int:
+    """The pid written in a pid file; OSError or ValueError when there is none."""
+    with open(path, encoding="ascii") as handle:
+        return int(handle.read().strip())
+
+
 def command_environment(
     config: CommandActionConfig, source: dict[str, str] | os._Environ[str]
 ) -> dict[str, str]:
     """The base variables and the passthrough names that are set in source, then the
     action's own env (a passthrough name never carries medic's secret if the config
     sets it too: the config's value wins)."""
-    env = {name: source[name] for name in BASE_ENVIRONMENT if name in source}
-    env.setdefault("PATH", DEFAULT_PATH)
+    env = base_environment(source)
     env.update({name: source[name] for name in config.env_passthrough if name in source})
     env.update(config.env)
     return env
@@ -185,8 +197,7 @@ class SignalAction:
     async def run(self, ctx: ActionContext) -> ActionResult:
         """Succeeds when the process existed and received the signal."""
         try:
-            with open(self._pidfile, encoding="ascii") as handle:
-                pid = int(handle.read().strip())
+            pid = read_pid(self._pidfile)
         except (OSError, ValueError) as exc:
             return ActionResult(False, f"cannot read a pid from {self._pidfile}: {exc}")
         if pid <= 1 or pid == os.getpid():

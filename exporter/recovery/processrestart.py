@@ -14,22 +14,23 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
 from exporter.config.recovery import ProcessActionConfig
 from exporter.recovery.actions import ActionContext, run_until_cut_off
-from exporter.recovery.external import BASE_ENVIRONMENT, DEFAULT_PATH
-from exporter.recovery.hygiene import GpuProcesses, capture, cgroup_pids, settle, wait_gone
+from exporter.recovery.external import base_environment, read_pid
+from exporter.recovery.hygiene import (
+    GpuProcesses,
+    OldTree,
+    capture,
+    cgroup_pids,
+    settle,
+    wait_gone,
+)
 from exporter.recovery.types import ActionResult
-
-
-def _environment() -> dict[str, str]:
-    """A minimal environment, as commands get: no secret of medic's reaches the server."""
-    env = {name: os.environ[name] for name in BASE_ENVIRONMENT if name in os.environ}
-    env.setdefault("PATH", DEFAULT_PATH)
-    return env
 
 
 class ProcessRestartAction:
@@ -48,53 +49,54 @@ class ProcessRestartAction:
         self._gpu = gpu
         self._cgroups = cgroup_root
 
-    def _pid(self) -> int:
-        with open(str(self._config.pidfile), encoding="ascii") as handle:
-            return int(handle.read().strip())
+    def _stop_tree(self, tree: OldTree, what: str, cut_off: threading.Event,
+                   terminate: Callable[[], None]) -> tuple[bool, str]:  # fmt: skip
+        """SIGTERM (the caller's way), grace, then hygiene: SIGKILL what is left, wait until
+        all of it is gone (and its GPU memory released, if asked)."""
+        terminate()
+        wait_gone(tree, self._config.grace, cut_off=cut_off)
+        # SIGKILL after the grace is this action's own stop, whatever hygiene says.
+        hygiene = self._config.hygiene.model_copy(update={"kill_leftovers": True})
+        clean, seen = settle(tree, hygiene, self._gpu, cut_off=cut_off)
+        return clean, f"stopped {what}: {seen}"
 
     def _stop_cgroup(self, cut_off: threading.Event) -> tuple[bool, str]:
-        """TERM every process of the cgroup, grace, then hygiene as for a group."""
-        config = self._config
-        pids = cgroup_pids(self._cgroups, str(config.cgroup))
+        """Every process of the cgroup and below it."""
+        cgroup = str(self._config.cgroup)
+        pids = cgroup_pids(self._cgroups, cgroup)
         if not pids:
-            return True, f"no process in cgroup {config.cgroup}"
+            return True, f"no process in cgroup {cgroup}"
         if {os.getpid(), 1} & set(pids):
-            return False, f"refusing to stop cgroup {config.cgroup}: medic or pid 1 is in it"
+            return False, f"refusing to stop cgroup {cgroup}: medic or pid 1 is in it"
         tree = capture(pids)
-        for process in tree.processes:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.terminate()
-        wait_gone(tree, config.grace, cut_off=cut_off)
-        hygiene = config.hygiene.model_copy(update={"kill_leftovers": True})
-        clean, seen = settle(tree, hygiene, self._gpu, cut_off=cut_off)
-        return clean, f"stopped cgroup {config.cgroup}: {seen}"
 
-    def _stop(self, pid: int, cut_off: threading.Event) -> tuple[bool, str]:
-        """TERM the group, grace, then hygiene: KILL what is left, wait until all of it is
-        gone (and its GPU memory released, if asked)."""
-        config = self._config
+        def terminate() -> None:
+            for process in tree.processes:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.terminate()
+
+        return self._stop_tree(tree, f"cgroup {cgroup}", cut_off, terminate)
+
+    def _stop_group(self, pid: int, cut_off: threading.Event) -> tuple[bool, str]:
+        """The pid's whole process group."""
         pgid = os.getpgid(pid)
         if pid <= 1 or pgid in (0, 1, os.getpgrp()):
             return False, f"refusing to stop process group {pgid} of pid {pid}"
         tree = capture([pid, pgid])
-        os.killpg(pgid, signal.SIGTERM)
-        wait_gone(tree, config.grace, cut_off=cut_off)
-        # SIGKILL after the grace is this action's own stop, whatever hygiene says.
-        hygiene = config.hygiene.model_copy(update={"kill_leftovers": True})
-        clean, seen = settle(tree, hygiene, self._gpu, cut_off=cut_off)
-        return clean, f"stopped process group {pgid}: {seen}"
+        return self._stop_tree(tree, f"process group {pgid}", cut_off,
+                               lambda: os.killpg(pgid, signal.SIGTERM))  # fmt: skip
 
     def _stop_any(self, cut_off: threading.Event) -> tuple[bool, str]:
         config = self._config
         if config.cgroup is not None:
             return self._stop_cgroup(cut_off)
         try:
-            pid = self._pid()
+            pid = read_pid(str(config.pidfile))
         except (OSError, ValueError) as exc:
             return False, f"cannot read a pid from {config.pidfile}: {exc}"
         if not psutil.pid_exists(pid):
             return True, f"pid {pid} was not running"
-        return self._stop(pid, cut_off)
+        return self._stop_group(pid, cut_off)
 
     def _restart(self, cut_off: threading.Event) -> ActionResult:
         config = self._config
@@ -107,7 +109,7 @@ class ProcessRestartAction:
         # medic (it outlives medic, and never lingers as medic's zombie).
         try:
             launcher = subprocess.run(
-                ["setsid", "--fork", *config.start], env=_environment(),  # noqa: S607
+                ["setsid", "--fork", *config.start], env=base_environment(os.environ),  # noqa: S607
                 cwd=config.cwd or "/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, timeout=10, check=False,
             )  # fmt: skip
