@@ -283,10 +283,8 @@ class Medic:
 
     def _gpu_devices(self, check: str) -> list[GpuDevice]:
         """The GPUs the gpu check saw in its last round."""
-        for state in self.health.states():
-            if state.spec.name == check and state.last is not None:
-                return [f for f in state.last.facts if isinstance(f, GpuDevice)]
-        return []
+        last = self.health.results().get(check)
+        return [] if last is None else [f for f in last.facts if isinstance(f, GpuDevice)]
 
     def _local_triggers(self, config: Config) -> LocalTriggers | None:
         """Checks with `trigger:` run their failure type's ladder when they become failing;
