@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import Config
+from exporter.app import Medic
+from exporter.config import Config, parse_config
 from tests.helpers import FakeClock, MedicProcess
 
 
@@ -35,6 +36,25 @@ def medic_process(tmp_path: Path) -> Iterator[Callable[..., MedicProcess]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def start_medic(tmp_path: Path) -> Iterator[Callable[[str], Medic]]:
+    """Start a Medic from config text (data_dir is the test's), stopped at teardown."""
+    started: list[Medic] = []
+
+    def start(text: str) -> Medic:
+        config = parse_config(f"data_dir: {tmp_path / 'data'}\n" + text, env={})
+        medic = Medic(config)
+        medic.start()
+        started.append(medic)
+        return medic
+
+    yield start
+    for medic in started:
+        medic.stop()
+        if medic.db is not None:
+            medic.db.close()
 
 
 @pytest.fixture(scope="session", autouse=True)

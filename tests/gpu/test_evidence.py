@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from exporter.app import Medic
-from exporter.config import parse_config
 from tests.gpu.conftest import FAKE, FakeNvml
 from tests.helpers import wait_until
 from tests.recovery.conftest import settled
@@ -28,10 +28,9 @@ sys.exit(int(sys.argv[3]) if len(sys.argv) > 3 else 0)
 """
 
 
-def start(tmp_path: Path) -> Medic:
+def start(tmp_path: Path, start_medic: Callable[[str], Medic]) -> Medic:
     (tmp_path / "read_back.py").write_text(READ_BACK)
-    medic = Medic(parse_config(f"""
-data_dir: {tmp_path / 'data'}
+    return start_medic(f"""
 checks:
   - {{name: gpu, type: gpu, interval: 1h, processes: true, nvml_module: {FAKE}}}
 recovery:
@@ -46,44 +45,37 @@ recovery:
                    {tmp_path / 'data' / 'medic.db'}, {tmp_path / 'found'}, '1']}}
   failures:
     gpu_fault: {{ladder: [note, reset_gpu_0], settle_delay: 0s}}
-""", env={}))  # fmt: skip
-    medic.start()
-    return medic
+""")  # fmt: skip
 
 
 def test_the_evidence_is_committed_before_the_disruptive_rung(
-    fake_nvml: FakeNvml, tmp_path: Path
+    fake_nvml: FakeNvml, tmp_path: Path, start_medic: Callable[[str], Medic]
 ) -> None:
     fake_nvml.gpu(0).update(ecc={"volatile": {"corrected": 12, "uncorrected": 1}},
                             remapped_rows={"pending": 1}, throttle_reasons=0x40)  # fmt: skip
     fake_nvml.write()
-    medic = start(tmp_path)
-    try:
-        wait_until(lambda: medic.health.results().get("gpu"), what="the first GPU round")
-        uuid = fake_nvml.gpu(0)["uuid"]
-        labels = {"gpu": "0", "uuid": uuid}
-        assert medic.report_failure("gpu_fault", labels=labels).accepted
-        note, reset = settled(medic, 2, failure_type="gpu_fault")[:2]
-        assert note.action == "note" and reset.action == "reset_gpu_0"
-        lines = (tmp_path / "found").read_text().splitlines()
-        assert lines[0] == "NONE"  # the non-disruptive rung takes none
-        evidence = json.loads(lines[1])  # read by the action itself: it was there first
-        assert evidence == medic.journal.evidence(reset.id)
-        [gpu] = evidence["gpus"]  # the GPU the event names
-        assert (gpu["index"], gpu["uuid"]) == (0, uuid)
-        assert gpu["health"]["ecc_volatile_corrected"] == 12
-        assert gpu["health"]["ecc_volatile_uncorrected"] == 1
-        assert gpu["health"]["remap_pending"] == 1
-        assert gpu["health"]["clock_event_reasons"] == 0x40
-        assert gpu["processes"] == [{"pid": 1000, "name": "python3",
-                                     "used": fake_nvml.gpu(0)["used"]}]  # fmt: skip
-        assert gpu["verdict"]["action"] == "reset_gpu"  # the pending remap
-        assert "xids" in evidence
-        # An event about no GPU: no evidence, even for the disruptive rung.
-        assert medic.report_failure("gpu_fault", labels={"host": "x"}).accepted
-        settled(medic, 4, failure_type="gpu_fault")
-        assert (tmp_path / "found").read_text().splitlines()[2:] == ["NONE", "NONE"]
-    finally:
-        medic.stop()
-        if medic.db is not None:
-            medic.db.close()
+    medic = start(tmp_path, start_medic)
+    wait_until(lambda: medic.health.results().get("gpu"), what="the first GPU round")
+    uuid = fake_nvml.gpu(0)["uuid"]
+    labels = {"gpu": "0", "uuid": uuid}
+    assert medic.report_failure("gpu_fault", labels=labels).accepted
+    note, reset = settled(medic, 2, failure_type="gpu_fault")[:2]
+    assert note.action == "note" and reset.action == "reset_gpu_0"
+    lines = (tmp_path / "found").read_text().splitlines()
+    assert lines[0] == "NONE"  # the non-disruptive rung takes none
+    evidence = json.loads(lines[1])  # read by the action itself: it was there first
+    assert evidence == medic.journal.evidence(reset.id)
+    [gpu] = evidence["gpus"]  # the GPU the event names
+    assert (gpu["index"], gpu["uuid"]) == (0, uuid)
+    assert gpu["health"]["ecc_volatile_corrected"] == 12
+    assert gpu["health"]["ecc_volatile_uncorrected"] == 1
+    assert gpu["health"]["remap_pending"] == 1
+    assert gpu["health"]["clock_event_reasons"] == 0x40
+    assert gpu["processes"] == [{"pid": 1000, "name": "python3",
+                                 "used": fake_nvml.gpu(0)["used"]}]  # fmt: skip
+    assert gpu["verdict"]["action"] == "reset_gpu"  # the pending remap
+    assert evidence["xids"] == []  # none seen: the list is there, and empty
+    # An event about no GPU: no evidence, even for the disruptive rung.
+    assert medic.report_failure("gpu_fault", labels={"host": "x"}).accepted
+    settled(medic, 4, failure_type="gpu_fault")
+    assert (tmp_path / "found").read_text().splitlines()[2:] == ["NONE", "NONE"]

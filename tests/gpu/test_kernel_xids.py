@@ -4,7 +4,7 @@ identical lines is one episode, other buckets and unknown XIDs restart nothing."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,17 +44,14 @@ def kernel_log(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def medic_with_apps(
-    fake_nvml: FakeNvml, kernel_log: Path, tmp_path: Path
-) -> Iterator[Callable[[], Medic]]:
-    started: list[Medic] = []
-
+    fake_nvml: FakeNvml, kernel_log: Path, tmp_path: Path, start_medic: Callable[[str], Medic]
+) -> Callable[[], Medic]:
     def start() -> Medic:
         # The restart's real effect: a line with the pid and name the ladder was given.
         script = tmp_path / "restart.sh"
         script.write_text(f'echo "$MEDIC_LABEL_PID $MEDIC_LABEL_PROCESS_NAME" >> '
                           f'{tmp_path}/restarted_$1\n')  # fmt: skip
-        medic = Medic(parse_config(f"""
-data_dir: {tmp_path / 'data'}
+        return start_medic(f"""
 checks:
   - name: gpu
     type: gpu
@@ -72,16 +69,9 @@ recovery:
   failures:
     vllm_gpu_fault: {{ladder: [restart_vllm], verify: [gpu], settle_delay: 0s}}
     tts_gpu_fault: {{ladder: [restart_tts], verify: [gpu], settle_delay: 0s}}
-""", env={}))  # fmt: skip
-        medic.start()
-        started.append(medic)
-        return medic
+""")  # fmt: skip
 
-    yield start
-    for medic in started:
-        medic.stop()
-        if medic.db is not None:
-            medic.db.close()
+    return start
 
 
 def append(path: Path, *lines: str) -> None:

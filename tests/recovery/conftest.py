@@ -15,7 +15,6 @@ import psutil
 import pytest
 
 from exporter.app import Medic
-from exporter.config import parse_config
 from exporter.recovery.actions import ActionContext
 from exporter.recovery.types import RecoveryAttempt
 from tests.helpers import wait_until
@@ -37,24 +36,6 @@ def settled(medic: Medic, count: int, **filters: Any) -> list[RecoveryAttempt]:
         return None
 
     return wait_until(done, timeout=20, what=f"{count} finished attempts")  # type: ignore[return-value]
-
-
-@pytest.fixture
-def start_medic(tmp_path: Path) -> Iterator[Callable[[str], Medic]]:
-    started: list[Medic] = []
-
-    def start(text: str) -> Medic:
-        config = parse_config(f"data_dir: {tmp_path / 'data'}\n" + text, env={})
-        medic = Medic(config)
-        medic.start()
-        started.append(medic)
-        return medic
-
-    yield start
-    for medic in started:
-        medic.stop()
-        if medic.db is not None:
-            medic.db.close()
 
 
 def recording(medic: Medic, name: str = "noop") -> list[str]:
