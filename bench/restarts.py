@@ -28,11 +28,11 @@ from pathlib import Path
 from exporter.app import Medic
 from exporter.config import parse_config
 from exporter.gpu import fakenvml
-from tests.e2e.stack import STACK_ROOT, free_port
+from tests.e2e.stack import MODEL_SERVER_VENV, free_port
 from tests.helpers import wait_until
 from tests.recovery.test_drain import Load
 
-SUPERVISORD = STACK_ROOT.parent / "pytriton" / "bin" / "supervisord"
+SUPERVISORD = MODEL_SERVER_VENV / "bin" / "supervisord"
 ROOT = Path(__file__).parents[1]
 SERVER = """
 import http.server, sys, time

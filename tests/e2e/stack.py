@@ -12,12 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.helpers import wait_until
 
 INSTALL_HINT = "run scripts/fetch-stack.sh (make test does it)"
 # scripts/fetch-stack.sh unpacks Debian's packages here; nothing is installed on the host.
 STACK_ROOT = Path(os.environ.get("MEDIC_STACK", Path(__file__).parents[2] / ".stack")) / "root"
+MODEL_SERVER_VENV = STACK_ROOT.parent / "pytriton"
+"""PyTriton's Triton and supervisord (scripts/fetch-model-server.sh)."""
+needs_supervisord = pytest.mark.skipif(
+    not (MODEL_SERVER_VENV / "bin" / "supervisord").exists(),
+    reason="no supervisord in .stack/pytriton (scripts/fetch-model-server.sh)",
+)
 # Debian's Alertmanager 0.25 reads its default template from this compiled-in path (no flag
 # moves it); without the file it never becomes ready.
 TEMPLATE = Path("/usr/share/prometheus/alertmanager/default.tmpl")

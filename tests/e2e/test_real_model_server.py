@@ -29,17 +29,14 @@ import pytest
 from exporter.app import Medic
 from exporter.config import parse_config
 from exporter.recovery.types import RecoveryAttempt
-from tests.e2e.stack import STACK_ROOT, free_port
+from tests.e2e.stack import MODEL_SERVER_VENV, free_port, needs_supervisord
 from tests.helpers import wait_until
 from tests.recovery.conftest import attempts
 
-VENV = STACK_ROOT.parent / "pytriton"
+VENV = MODEL_SERVER_VENV
 SERVER = Path(__file__).parents[1] / "fixtures" / "triton" / "server.py"
 HARD_RESTART = SERVER.parent / "hard_restart.py"
-pytestmark = pytest.mark.skipif(
-    not (VENV / "bin" / "supervisord").exists(),
-    reason="no .stack/pytriton (scripts/fetch-model-server.sh)",
-)
+pytestmark = needs_supervisord
 
 SUPERVISOR = """
 [unix_http_server]

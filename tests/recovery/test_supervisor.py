@@ -16,15 +16,12 @@ from pathlib import Path
 import pytest
 
 from exporter.app import Medic
-from tests.e2e.stack import STACK_ROOT, free_port
+from tests.e2e.stack import MODEL_SERVER_VENV, free_port, needs_supervisord
 from tests.helpers import wait_until
 from tests.recovery.conftest import dead, run, settled
 
-VENV = STACK_ROOT.parent / "pytriton"
-pytestmark = pytest.mark.skipif(
-    not (VENV / "bin" / "supervisord").exists(),
-    reason="no supervisord in .stack/pytriton (scripts/fetch-model-server.sh)",
-)
+VENV = MODEL_SERVER_VENV
+pytestmark = needs_supervisord
 CONF = """
 [unix_http_server]
 file={work}/s.sock

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -64,6 +65,9 @@ class Systemd:
              str(work / "units.json")], stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.systemd.stdout is not None
+        # Bounded: a stand-in stuck before its "ready" (no bus) must not hang the suite.
+        readable, _, _ = select.select([self.systemd.stdout], [], [], 20)
+        assert readable, "the systemd1 stand-in did not come up within 20s"
         assert self.systemd.stdout.readline().strip() == "ready"
 
     def journal(self) -> list[str]:
