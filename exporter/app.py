@@ -27,6 +27,8 @@ from exporter.config import (
     split_listen,
 )
 from exporter.events import EventHub
+from exporter.fleet import FleetGate
+from exporter.fleet import build as build_fleet
 from exporter.gpu.facts import GpuDevice
 from exporter.gpu.history import GpuHistory
 from exporter.gpu.kernel import KernelXids
@@ -42,6 +44,7 @@ from exporter.metrics import (
     VerdictCollector,
     XidCollector,
 )
+from exporter.metrics.fleet import FleetCollector
 from exporter.metrics.recovery import RecoveryCollector, TriggerCollector
 from exporter.metrics.resilience import ResilienceCollector
 from exporter.metrics.webhook import WebhookCollector
@@ -192,6 +195,7 @@ class Medic:
                     "pynvml",
                 )
             ),
+            fleet=self._fleet(config),
         )
         self.registry.register(RecoveryCollector(self.recovery))
         # Polled, not pushed: under an alert flood a re-render per event would cost more
@@ -217,6 +221,19 @@ class Medic:
         self._started = False
         self._first_round_rendered = False
         self._health_seen: dict[str, bool] = {}
+
+    @property
+    def fleet(self) -> FleetGate | None:
+        """The fleet stage (None without a `fleet` section)."""
+        return self.recovery.fleet
+
+    def _fleet(self, config: Config) -> FleetGate | None:
+        """The fleet stage (guard and semaphore) and its metrics, when `fleet` is set."""
+        fleet = build_fleet(config.fleet, config.recovery.prometheus_url,
+                            changed=self.render_loop.invalidate)  # fmt: skip
+        if fleet is not None:
+            self.registry.register(FleetCollector(fleet))
+        return fleet
 
     def _puller(self, config: Config) -> Puller | None:
         """Pull mode's poller, its check and its metrics, when webhook.pull is set."""

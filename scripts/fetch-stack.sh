@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The real tools the tests run — Debian's Prometheus 2.42, Alertmanager 0.25 (with promtool
-# and amtool), libfuse3, and dbus-daemon with its libraries (the bus under the systemd
-# stand-in) — unpacked into the project's own .stack/ directory.
+# and amtool), libfuse3, dbus-daemon with its libraries (the bus under the systemd
+# stand-in) and etcd 3.4 (the fleet semaphore's store) — unpacked into the project's own
+# .stack/ directory.
 #
 # Nothing is installed on the host: `apt-get download` + `dpkg-deb -x` run no maintainer
 # script, write no policy-rc.d and enable no service (the packages' units would listen on
@@ -10,7 +11,7 @@
 set -euo pipefail
 stack=${MEDIC_STACK:-.stack}
 root="$stack/root"
-packages=(prometheus prometheus-alertmanager libfuse3-3 dbus-daemon libdbus-1-3 libexpat1)
+packages=(prometheus prometheus-alertmanager libfuse3-3 dbus-daemon libdbus-1-3 libexpat1 etcd-server)
 stamp="$stack/.fetched-$(printf '%s-' "${packages[@]}")"
 [ -f "$stamp" ] && exit 0
 

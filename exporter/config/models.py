@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from exporter.config import references
 from exporter.config.base import CheckName, PositiveDuration, Strict, default_data_dir
 from exporter.config.checks import CheckConfig
+from exporter.config.fleet import FleetConfig
 from exporter.config.identity import IdentityConfig
 from exporter.config.recovery import RecoveryConfig
 from exporter.config.server import ServerConfig
@@ -43,6 +44,9 @@ class Config(Strict):
     identity: IdentityConfig | None = Field(
         default=None, description="which alerts are about this host (default: its own names)"
     )
+    fleet: FleetConfig | None = Field(
+        default=None, description="fleet-wide limits on disruptive rungs (Prometheus, etcd)"
+    )
 
     @model_validator(mode="after")
     def _verify_checks_exist(self) -> Config:
@@ -51,6 +55,16 @@ class Config(Strict):
         )
         if problems:
             raise Located(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _guard_has_prometheus(self) -> Config:
+        guard = self.fleet.guard if self.fleet else None
+        if guard is not None and not (guard.prometheus_url or self.recovery.prometheus_url):
+            raise ValueError(
+                "fleet.guard asks Prometheus: set fleet.guard.prometheus_url or "
+                "recovery.prometheus_url"
+            )
         return self
 
     @field_validator("breakers")

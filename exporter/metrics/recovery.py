@@ -46,6 +46,11 @@ class RecoveryCollector(Collector):
         yield GaugeMetricFamily(
             "medic_recovery_in_progress", "Ladders running now.", value=snap["in_progress"]
         )
+        yield GaugeMetricFamily(
+            "medic_recovery_disruptive_in_progress",
+            "Disruptive rungs (restarts, commands …) running now; the fleet guard counts hosts "
+            "with one.", value=snap["disruptive_in_progress"],
+        )  # fmt: skip
         cooldown = GaugeMetricFamily(
             "medic_recovery_cooldown_until_timestamp_seconds",
             "When the failure type's cooldown ends (0: none); recovery is skipped before then.",

@@ -58,6 +58,7 @@ class Accounting:
         self.labels_altered: dict[str, int] = dict.fromkeys(LABEL_CHANGES, 0)
         self.durations: dict[str, Histogram] = {}
         self.in_progress = 0
+        self.disruptive_in_progress = 0
 
     def started(self, attempt: RecoveryAttempt) -> None:
         """An action starts: logged (journald then says why a unit restarted, before the
@@ -111,6 +112,13 @@ class Accounting:
             self.in_progress += delta
         self._on_change()
 
+    def disruptive(self, delta: int) -> None:
+        """A disruptive rung starts (+1) or ends (-1): what the fleet guard counts."""
+        if delta:
+            with self._lock:
+                self.disruptive_in_progress += delta
+            self._on_change()
+
     def snapshot(self) -> dict[str, Any]:
         """Every counter, read together."""
         with self._lock:
@@ -121,4 +129,5 @@ class Accounting:
                 "labels_altered": dict(self.labels_altered),
                 "durations": {k: v.copy() for k, v in self.durations.items()},
                 "in_progress": self.in_progress,
+                "disruptive_in_progress": self.disruptive_in_progress,
             }

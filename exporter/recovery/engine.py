@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from exporter.checks import HealthChecker
 from exporter.clock import Clock
@@ -63,6 +63,9 @@ from exporter.recovery.ladder import Ladder
 from exporter.recovery.types import LADDER, RUNNING, FailureEvent, Outcome, RecoveryAttempt
 from exporter.resilience import BreakerRegistry, BreakerSettings
 from exporter.storage.sqlite import CommitWaits
+
+if TYPE_CHECKING:
+    from exporter.fleet.gate import FleetGate
 
 __all__ = ["DURATION_BUCKETS", "RecoveryEngine", "Submission"]
 
@@ -110,8 +113,10 @@ class RecoveryEngine:
         runs: Path | None = None,
         gpu_processes: GpuProcesses | None = None,
         gpu_evidence: Callable[[FailureEvent], dict[str, Any] | None] | None = None,
+        fleet: FleetGate | None = None,
     ) -> None:
         self.config = config
+        self.fleet = fleet
         self._gpu_processes = gpu_processes
         self._gpu_evidence = gpu_evidence
         self.actions = actions or ActionRegistry()
@@ -156,6 +161,7 @@ class RecoveryEngine:
             gates=rung_gates, actions=self._action, health=health, breakers=breakers,
             breaker_settings=self._breaker_settings, clock=clock, runs=self._runs,
             stopping=lambda: self._stopping, commits=self._commits, evidence=self._evidence,
+            fleet=fleet,
         )  # fmt: skip
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -213,6 +219,9 @@ class RecoveryEngine:
             future.result(timeout)
         except Exception:  # a ladder that does not stop in time is abandoned with the loop
             log.warning("recovery ladders did not stop within %gs", timeout)
+        if self.fleet is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self.fleet.close(), loop).result(1)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout)
@@ -296,7 +305,17 @@ class RecoveryEngine:
         if what == "cancel" and episode is not None and self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: nothing waits now
                 self._loop.call_soon_threadsafe(self._dispatcher.withdraw, episode)
+        if what == "running" and episode is not None and self.fleet and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # a rung the fleet holds looks again now
+                self._loop.call_soon_threadsafe(self.fleet.wake, episode.id)
         return what == "cancel"
+
+    def release_held(self, episode: int | None, who: str) -> list[int]:
+        """A person lets rungs the fleet holds go on (one episode, or all): their ids."""
+        if self.fleet is None:
+            return []
+        fleet = self.fleet
+        return self.run_soon(lambda: fleet.release(episode, who)).result(5)
 
     def reset(self) -> None:
         """Forget cooldowns and closed episodes; close the actions' breakers."""

@@ -17,10 +17,17 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporter.checks import HealthChecker
 from exporter.clock import Clock
-from exporter.config.recovery import FailureConfig, RecoveryConfig, RestartBase, RungConfig
+from exporter.config.recovery import (
+    ActionBase,
+    FailureConfig,
+    RecoveryConfig,
+    RestartBase,
+    RungConfig,
+)
 from exporter.recovery import launch
 from exporter.recovery.accounting import Accounting
 from exporter.recovery.actions import Action, ActionContext
@@ -34,6 +41,9 @@ from exporter.recovery.types import ActionResult, FailureEvent, Outcome, Recover
 from exporter.recovery.verify import verify
 from exporter.resilience import BreakerRegistry, BreakerSettings
 from exporter.storage.sqlite import CommitWaits
+
+if TYPE_CHECKING:
+    from exporter.fleet.gate import FleetGate
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +77,12 @@ class Ladder:
         stopping: Callable[[], bool],
         commits: CommitWaits,
         evidence: Callable[[FailureEvent, str], str | None] = lambda _event, _action: None,
+        fleet: FleetGate | None = None,
     ) -> None:
         self._config = config
+        self._fleet = fleet
+        if fleet is not None:
+            fleet.on_hold = self._held
         self._evidence = evidence
         self._commits = commits
         self._journal = journal
@@ -118,7 +132,9 @@ class Ladder:
                 if await self._skipped(episode, rung, verdict):
                     return
                 continue
-            outcome = await self._run(episode, ladder, rung, verdict.settle)
+            outcome = await self._within_fleet(episode, ladder, rung, verdict.settle)
+            if outcome is None:
+                return
             if outcome is Outcome.SUCCEEDED or episode.dropped:
                 return
         detail = f"none of {len(ladder.ladder)} rungs recovered it; a person is needed"
@@ -128,6 +144,55 @@ class Ladder:
             detail,
             cooldown=self.endings.cooldown(episode, ladder, False),
         )
+
+    async def _within_fleet(
+        self, episode: Episode, ladder: FailureConfig, rung: RungConfig, settle: tuple[Settle, ...]
+    ) -> Outcome | None:
+        """Run the rung; a disruptive one first passes the fleet stage and holds its slot
+        until it is concluded. None when its alert resolved while the fleet held it."""
+        disruptive = self._disruptive(rung)
+        permit = None
+        if disruptive and self._fleet is not None:
+            try:
+                permit = await self._fleet.admit(episode, rung.action)
+            except BaseException:
+                for each in settle:
+                    each(None)
+                raise
+            if permit is None:
+                for each in settle:
+                    each(None)
+                await self.endings.cancel(
+                    episode, f"resolved while the fleet held rung {episode.rung + 1}"
+                )
+                return None
+        self._accounting.disruptive(+1 if disruptive else 0)
+        try:
+            outcome = await self._run(episode, ladder, rung, settle)
+        except asyncio.CancelledError:
+            # medic stops: an adopted command may go on, so the slot is left to its lease's
+            # TTL instead of being given back now.
+            if permit is not None and permit.slot is not None and permit.slot.keeper:
+                permit.slot.keeper.cancel()
+            raise
+        else:
+            if permit is not None:
+                await permit.give_back()
+        finally:
+            self._accounting.disruptive(-1 if disruptive else 0)
+        return outcome
+
+    def _disruptive(self, rung: RungConfig) -> bool:
+        """Whether the rung's action disrupts its target (the fleet's limits count it)."""
+        spec = self._config.actions.get(rung.action)
+        return isinstance(spec, ActionBase) and spec.is_disruptive()
+
+    def _held(self, episode: Episode, action: str, outcome: Outcome, detail: str) -> None:
+        """The fleet holds a rung: one final record of the hold, counted (the rung itself
+        runs later, as an attempt of its own, or never when its alert resolves)."""
+        record = self.endings.record(episode, action, outcome, detail, episode.rung)
+        self._journal.record(record)
+        self._accounting.finished(record)
 
     async def _skipped(self, episode: Episode, rung: RungConfig, verdict: Verdict) -> bool:
         """Record a rung a gate skipped; True when that ends the ladder."""
