@@ -97,6 +97,23 @@ def _parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         sub.add_argument("--url", help="medic's base URL (default: from server.listen)")
         sub.add_argument("--ca-file", metavar="FILE", help="CA bundle for an https medic")
+    fleet = commands.add_parser("fleet", help="the fleet: hosts in remediation, held rungs, slots")
+    fleet_commands = fleet.add_subparsers(dest="fleet_command", required=True, metavar="COMMAND")
+    fleet_status = fleet_commands.add_parser(
+        "status", help="hosts in remediation, held rungs and why, budgets and slots left"
+    )
+    fleet_status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    fleet_release = fleet_commands.add_parser(
+        "release", help="let this host's held rungs go past the fleet guard (a person decides)"
+    )
+    fleet_release.add_argument("episode", nargs="?", type=int, help="one episode (default: all)")
+    for sub in (fleet_status, fleet_release):
+        sub.add_argument(
+            "--config", metavar="FILE", default=os.environ.get("MEDIC_CONFIG") or None,
+            help="the config with the fleet section (and the running medic's listen address)",
+        )  # fmt: skip
+        sub.add_argument("--url", help="medic's base URL (default: from server.listen)")
+        sub.add_argument("--ca-file", metavar="FILE", help="CA bundle for an https medic")
     explain = commands.add_parser(
         "explain", help="which route, failure type, ladder and gates an alert would meet"
     )
@@ -251,6 +268,27 @@ def _remote_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fleet(args: argparse.Namespace) -> int:
+    from exporter import cli_fleet, cli_remote  # noqa: PLC0415 - httpx only here
+
+    config = load_config(args.config)
+    verify: bool | str = args.ca_file or True
+    try:
+        if args.fleet_command == "status":
+            print(cli_fleet.status(config, args.output, args.url, verify))
+            return 0
+        body = {"episode": args.episode, "who": os.environ.get("USER") or None}
+        answer = cli_remote.post(config, "/api/v1/fleet/release", body, url=args.url,
+                                 verify=verify)  # fmt: skip
+    except (cli_fleet.FleetError, cli_remote.RemoteError) as exc:
+        print(f"medic: {exc}", file=sys.stderr)
+        return 1
+    released = answer.get("released") or []
+    print(f"medic: released {len(released)} held rung(s)"
+          + (f": episodes {', '.join(map(str, released))}" if released else ""))  # fmt: skip
+    return 0
+
+
 def _explain(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
@@ -302,6 +340,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "reset": _remote_command,
     "trigger": _remote_command,
     "explain": _explain,
+    "fleet": _fleet,
 }
 
 

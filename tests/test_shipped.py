@@ -46,7 +46,8 @@ def test_every_rule_explains_itself_and_links_its_runbook() -> None:
 # Rules about medic itself go to people: a broken remediator must not "fix" itself.
 SELF = {"MedicDown", "MedicAbsent", "MedicCheckStuck", "MedicCheckStale",
         "MedicRecoveryExhausted", "MedicRecoveryFailing", "MedicJournalDown",
-        "MedicAlertmanagerUnreachable"}  # fmt: skip
+        "MedicAlertmanagerUnreachable", "MedicFleetLimitReached",
+        "MedicFleetSlotLeaseLost"}  # fmt: skip
 
 
 def test_medic_never_remediates_its_own_failures() -> None:

@@ -108,7 +108,9 @@ class Endpoints:
         )  # fmt: skip
 
     def call(self, op: str, path: str, body: dict[str, Any]) -> Any:
-        """POST to the first member that answers; EtcdUnavailable when none does."""
+        """POST to the first member that answers; EtcdUnavailable when none does. A member
+        that answers with an error (no leader during an election, leader changed) counts as
+        not answering: the next one is asked."""
         errors = []
         for _ in range(len(self._clients)):
             client = self._clients[self._current]
@@ -118,15 +120,15 @@ class Endpoints:
                 result = client.post(client.get_url(path), json=body)
             except self._unreachable as exc:
                 errors.append(f"{client.base_url}: {type(exc).__name__}")
-                self._current = (self._current + 1) % len(self._clients)
-                continue
             except self._errors.Etcd3Exception as exc:
-                self._count(op, "error")
-                if self._auth is not None and "token" in str(exc.detail_text):
+                text = str(exc.detail_text or exc)[:200].strip()
+                errors.append(f"{client.base_url}: {text}")
+                if self._auth is not None and "token" in text:
                     client.session.headers.pop("Authorization", None)  # expired: log in again
-                raise EtcdUnavailable(f"{client.base_url}: {exc.detail_text}".strip()) from exc
-            self._count(op, "ok")
-            return result
+            else:
+                self._count(op, "ok")
+                return result
+            self._current = (self._current + 1) % len(self._clients)
         self._count(op, "error")
         raise EtcdUnavailable("no etcd member answered (" + "; ".join(errors) + ")")
 
@@ -188,7 +190,11 @@ class EtcdSemaphore:
                 return full
             if not chosen:
                 assert lease is not None
-                return self._granted(lease, tuple(mine))
+                found = self._granted(lease, tuple(mine))
+                if self.keepalive(found):  # it may have aged while etcd did not answer
+                    return found
+                self._spare_lease = None
+                continue
             if lease is None:
                 lease = self._grant()
             if self._txn(chosen, lease, failure_type, action):
@@ -236,8 +242,20 @@ class EtcdSemaphore:
         return held
 
     def holders(self) -> dict[str, list[Holder]]:
-        """Who holds this host's scopes now (medic fleet status)."""
+        """Who holds this host's scopes now."""
         return self._read()
+
+    def every_holder(self) -> dict[str, list[Holder]]:
+        """Who holds any slot of the fleet, every domain's too (medic fleet status)."""
+        prefix = f"{self.config.prefix}/slots/"
+        body = {"key": _encode(prefix), "range_end": _range_end(prefix)}
+        answer = self._etcd.call("range", "/kv/range", body)
+        found: dict[str, list[Holder]] = {}
+        for kv in answer.get("kvs", []):
+            key = base64.b64decode(kv["key"]).decode()
+            scope = key[len(prefix) :].split("/", 1)[0]
+            found.setdefault(scope, []).append(holder(scope, kv))
+        return found
 
     # --- while held -------------------------------------------------------------------------
     def keepalive(self, slot: Slot) -> bool:

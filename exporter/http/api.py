@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -122,4 +123,61 @@ def recovery_router(medic: Medic, authenticator: Authenticator | None = None) ->
             raise HTTPException(503, "the journal is not committing", {"Retry-After": "10"})
         return {"result": submission.result, "detail": submission.detail}
 
+    @router.get("/fleet")
+    def fleet() -> dict[str, Any]:
+        """What the fleet stage holds on this host, its slots and the guard's last answer."""
+        return fleet_state(medic)
+
+    @router.post("/fleet/release")
+    def release(request: Request, body: Release) -> dict[str, Any]:
+        """Let held rungs (one episode's, or all) go past the guard; a full semaphore still
+        makes them wait."""
+        require_caller(request)
+        if medic.fleet is None:
+            raise HTTPException(404, "this medic has no fleet section")
+        who = request.client.host if request.client else "api"
+        released = medic.recovery.release_held(body.episode, f"{body.who or 'a person'} ({who})")
+        if body.episode is not None and not released:
+            raise HTTPException(404, f"episode {body.episode} has no held rung")
+        return {"released": released}
+
     return router
+
+
+class Release(BaseModel):
+    """Which held rungs a person releases."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    episode: int | None = Field(default=None, description="one episode; none: every held rung")
+    who: str | None = Field(default=None, max_length=128, description="for the log")
+
+
+def fleet_state(medic: Medic) -> dict[str, Any]:
+    """The fleet stage's state on this host, as plain data."""
+    gate = medic.fleet
+    if gate is None:
+        return {"configured": False}
+    answer = gate.last_answer
+    return {
+        "configured": True,
+        "held": [
+            {
+                "episode": h.episode,
+                "failure_type": h.failure_type,
+                "action": h.action,
+                "outcome": h.outcome.value,
+                "detail": h.detail,
+                "since": h.since,
+            }
+            for h in list(gate.held.values())
+        ],
+        "slots_held": len(gate.slots),
+        "guard": None
+        if answer is None
+        else {
+            "answer": answer.kind,
+            "detail": answer.detail,
+            "budgets": [dataclasses.asdict(b) for b in answer.budgets],
+        },
+    }

@@ -15,8 +15,9 @@ from tests.helpers import wait_until
 class Member(Daemon):
     """One etcd member; `url` is its client URL."""
 
-    def __init__(self, name: str, workdir: Path, client: int, peer: int, cluster: str,
+    def __init__(self, name: str, workdir: Path, ports: tuple[int, int], cluster: str,
                  state: str = "new") -> None:  # fmt: skip
+        client, peer = ports
         self.name, self.client_port, self.peer_port = name, client, peer
         self.url = f"http://127.0.0.1:{client}"
         self.workdir = workdir
@@ -49,14 +50,6 @@ class Member(Daemon):
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(5)
 
-    def restart(self) -> None:
-        """Start it again on its data dir (it rejoins the cluster)."""
-        self._log.close()
-        self.state = "existing"
-        fresh = Member.__new__(Member)
-        Daemon.__init__(fresh, self._argv(), self.workdir / f"{self.name}-2.log")
-        self.proc, self._log, self.log_path = fresh.proc, fresh._log, fresh.log_path
-
 
 class EtcdCluster:
     """Three members (or `size`) on 127.0.0.1, each with its own ports and data dir."""
@@ -65,7 +58,7 @@ class EtcdCluster:
         workdir.mkdir(parents=True, exist_ok=True)
         ports = [(free_port(), free_port()) for _ in range(size)]
         cluster = ",".join(f"m{i}=http://127.0.0.1:{peer}" for i, (_c, peer) in enumerate(ports))
-        self.members = [Member(f"m{i}", workdir, c, p, cluster) for i, (c, p) in enumerate(ports)]
+        self.members = [Member(f"m{i}", workdir, pair, cluster) for i, pair in enumerate(ports)]
         wait_until(self.healthy, timeout=30, what="etcd to elect a leader")
 
     @property

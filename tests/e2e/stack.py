@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -68,9 +69,14 @@ class Daemon:
     """A process we started, stopped by its PID with SIGTERM (then SIGKILL after 5 s)."""
 
     def __init__(self, argv: list[str], log: Path) -> None:
-        self.log_path = log
+        self.log_path, self.argv = log, argv
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def start_again(self) -> None:
+        """Start the same command again after stop() (its log goes on)."""
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -195,10 +201,14 @@ class Alertmanager(Daemon):
 class Prometheus(Daemon):
     """Prometheus scraping medic and alerting to Alertmanager at the notes' fast intervals."""
 
-    def __init__(self, workdir: Path, rules: str, medic: str, alertmanager: str) -> None:
+    def __init__(self, workdir: Path, rules: str, medic: str, alertmanager: str,
+                 targets: dict[str, dict[str, str]] | None = None) -> None:  # fmt: skip
+        """`targets`: many medics (address -> target labels, e.g. a rack) instead of one."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (workdir / "rules.yml").write_text(rules)
+        statics = json.dumps([{"targets": [a], "labels": labels}
+                              for a, labels in (targets or {medic: {}}).items()])  # fmt: skip
         (workdir / "prometheus.yml").write_text(f"""
 global: {{scrape_interval: 250ms, scrape_timeout: 250ms, evaluation_interval: 250ms}}
 rule_files: [rules.yml]
@@ -206,7 +216,7 @@ alerting:
   alertmanagers: [{{static_configs: [{{targets: ["{alertmanager}"]}}]}}]
 scrape_configs:
   - job_name: medic
-    static_configs: [{{targets: ["{medic}"]}}]
+    static_configs: {statics}
 """)
         subprocess.run(
             [require("promtool"), "check", "config", str(workdir / "prometheus.yml")],
