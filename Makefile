@@ -40,6 +40,7 @@ shipped: venv stack
 	$(STACK_BIN)/promtool test rules alerts/tests/medic.rules.test.yml
 	$(STACK_BIN)/amtool check-config alerts/alertmanager.yml
 	MEDIC_DATA_DIR=$$(mktemp -d) $(VENV)/bin/medic check-config --schema-only deploy/medic.yml
+	MEDIC_DATA_DIR=$$(mktemp -d) $(VENV)/bin/medic check-config --schema-only deploy/fleet.yml
 
 ## Prometheus, Alertmanager and medic on this machine; watch an alert get remediated.
 demo: venv-test stack
@@ -68,6 +69,7 @@ bench: venv-bench stack
 	$(PY) -m bench.probes
 	$(PY) -m bench.targets
 	$(PY) -m bench.restarts
+	$(PY) -m bench.fleet
 	$(PY) -m bench.recovery
 	$(PY) -m bench.recovery --types 6
 	$(PY) -m bench.webhook
