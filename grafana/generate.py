@@ -104,6 +104,14 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], int, str]]]] =
         ("Webhook requests by status code", "reqps", [
             (f"sum by (code) (rate(medic_webhook_requests_total{{{I}}}[{RATE}]))", "{{code}}"),
         ], 12, "timeseries"),
+        # The fleet: who is in a disruptive action, who is held and why, the slots taken.
+        ("Fleet: disruptive actions, held rungs, slots", "short", [
+            (f"sum(medic_recovery_disruptive_in_progress{{{I}}})", "hosts in a disruptive action"),
+            # Both exist only where a fleet section is: 0 elsewhere, not "no data".
+            (f"sum by (reason) (medic_fleet_held_rungs{{{I}}}) or vector(0)",
+             "held ({{reason}})"),
+            (f"sum(medic_fleet_slots_held{{{I}}}) or vector(0)", "fleet slots taken"),
+        ], 24, "timeseries"),
         ("Webhook alerts by result", "short", [
             (f"sum by (status, result) (increase(medic_webhook_alerts_total{{{I}}}[{RATE}]))",
              "{{status}} {{result}}"),

@@ -55,7 +55,7 @@ NON_ZERO = {
     "Webhook alerts by result", "GPU verdict: what each GPU needs now",
 }  # fmt: skip
 # Healthy in the scenario: these read 0 (and must exist).
-ZERO = {"Checks stuck"}
+ZERO = {"Checks stuck", "Fleet: disruptive actions, held rungs, slots"}
 
 
 def panel_queries() -> list[tuple[str, str]]:
