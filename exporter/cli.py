@@ -91,12 +91,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the same key twice is handled once (default: a new episode)",
     )  # fmt: skip
     for sub in (reset, trigger):
-        sub.add_argument(
-            "--config", metavar="FILE", default=os.environ.get("MEDIC_CONFIG") or None,
-            help="the running medic's config: its listen address and server.auth",
-        )  # fmt: skip
-        sub.add_argument("--url", help="medic's base URL (default: from server.listen)")
-        sub.add_argument("--ca-file", metavar="FILE", help="CA bundle for an https medic")
+        _remote_options(sub, "the running medic's config: its listen address and server.auth")
     fleet = commands.add_parser("fleet", help="the fleet: hosts in remediation, held rungs, slots")
     fleet_commands = fleet.add_subparsers(dest="fleet_command", required=True, metavar="COMMAND")
     fleet_status = fleet_commands.add_parser(
@@ -108,12 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     fleet_release.add_argument("episode", nargs="?", type=int, help="one episode (default: all)")
     for sub in (fleet_status, fleet_release):
-        sub.add_argument(
-            "--config", metavar="FILE", default=os.environ.get("MEDIC_CONFIG") or None,
-            help="the config with the fleet section (and the running medic's listen address)",
-        )  # fmt: skip
-        sub.add_argument("--url", help="medic's base URL (default: from server.listen)")
-        sub.add_argument("--ca-file", metavar="FILE", help="CA bundle for an https medic")
+        _remote_options(sub, "the config with the fleet section and the running medic's address")
     explain = commands.add_parser(
         "explain", help="which route, failure type, ladder and gates an alert would meet"
     )
@@ -126,6 +116,14 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     explain.add_argument("-o", "--output", choices=["text", "json"], default="text")
     return parser
+
+
+def _remote_options(sub: argparse.ArgumentParser, config_help: str) -> None:
+    """--config, --url and --ca-file: for commands that ask the running medic."""
+    sub.add_argument("--config", metavar="FILE", default=os.environ.get("MEDIC_CONFIG") or None,
+                     help=config_help)  # fmt: skip
+    sub.add_argument("--url", help="medic's base URL (default: from server.listen)")
+    sub.add_argument("--ca-file", metavar="FILE", help="CA bundle for an https medic")
 
 
 def _setup_logging(level: str) -> None:

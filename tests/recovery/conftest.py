@@ -88,7 +88,11 @@ def server(tmp_path: Path) -> Iterator[Path]:
     script.write_text(SERVER)
     pidfile = tmp_path / "server.pid"
     first = subprocess.Popen([sys.executable, str(script), str(pidfile)], start_new_session=True)
-    wait_until(lambda: pidfile.exists() and Path(f"{pidfile}.engine").exists(),
+
+    def written(path: Path) -> bool:  # created first, written next: wait for the pid itself
+        return path.exists() and path.read_text().strip().isdigit()
+
+    wait_until(lambda: written(pidfile) and written(Path(f"{pidfile}.engine")),
                what="the server and its engine")  # fmt: skip
     yield pidfile
     for path in (pidfile, Path(f"{pidfile}.engine")):  # whichever instance runs now
