@@ -20,7 +20,6 @@ import httpx
 from exporter.config import Config
 from exporter.config.fleet import FLEET
 from exporter.fleet import host_name
-from exporter.webhook.auth import authorization
 
 
 class FleetError(Exception):
@@ -29,15 +28,13 @@ class FleetError(Exception):
 
 def _prometheus(config: Config, expr: str) -> list[dict[str, Any]]:
     """An instant query to the guard's Prometheus, with its credentials and TLS."""
+    from exporter.fleet.guard import client_settings  # noqa: PLC0415
+
     assert config.fleet is not None and config.fleet.guard is not None
     guard = config.fleet.guard
     url = guard.prometheus_url or config.recovery.prometheus_url
     assert url is not None
-    headers = authorization(bearer_token=guard.bearer_token) if guard.bearer_token else {}
-    verify: bool | str = True
-    if guard.tls is not None:
-        verify = False if guard.tls.insecure_skip_verify else (guard.tls.ca_file or True)
-    with httpx.Client(timeout=guard.timeout, headers=headers, verify=verify) as client:
+    with httpx.Client(**client_settings(guard)) as client:
         answer = client.get(f"{url.rstrip('/')}/api/v1/query", params={"query": expr})
         answer.raise_for_status()
         result: list[dict[str, Any]] = answer.json()["data"]["result"]
@@ -103,14 +100,11 @@ async def _budgets(config: Config, failure_types: list[str]) -> dict[str, Any]:
         for failure_type in failure_types:
             answer = await guard.check(failure_type)
             found[failure_type] = {"answer": answer.kind, "detail": answer.detail,
-                                   "budgets": [_budget(b) for b in answer.budgets]}  # fmt: skip
+                                   "budgets": [dataclasses.asdict(b)
+                                               for b in answer.budgets]}  # fmt: skip
         return found
     finally:
         await guard.close()
-
-
-def _budget(budget: Any) -> dict[str, Any]:
-    return dict(dataclasses.asdict(budget))
 
 
 def render(state: dict[str, Any]) -> str:

@@ -48,22 +48,22 @@ class BudgetLeft:
     ok: bool
 
 
+def client_settings(guard: GuardConfig) -> dict[str, Any]:
+    """httpx settings for the guard's Prometheus: its token, TLS (pull mode's context:
+    CA, client certificate, skip-verify) and timeout; secrets read now."""
+    from exporter.webhook.pull import tls_context  # noqa: PLC0415 - only with a guard
+
+    headers = {"User-Agent": "medic-fleet-guard",
+               **authorization(bearer_token=guard.bearer_token)}  # fmt: skip
+    return {"headers": headers, "verify": tls_context(guard.tls), "timeout": guard.timeout}
+
+
 class PrometheusCounts:
     """`count by (domains) (count by (host, domains) (expr))` through the HTTP API."""
 
     def __init__(self, url: str, guard: GuardConfig, host_label: str, domains: list[str]) -> None:
         self.url, self.host_label, self.domains = url.rstrip("/"), host_label, domains
-        headers = {"User-Agent": "medic-fleet-guard"}
-        if guard.bearer_token is not None:
-            headers.update(authorization(bearer_token=guard.bearer_token))
-        tls = guard.tls
-        verify: Any = True
-        cert: Any = None
-        if tls is not None:
-            verify = False if tls.insecure_skip_verify else (tls.ca_file or True)
-            cert = (tls.cert_file, tls.key_file) if tls.cert_file else None
-        self._client = httpx.AsyncClient(timeout=guard.timeout, headers=headers, verify=verify,
-                                         cert=cert)  # fmt: skip
+        self._client = httpx.AsyncClient(**client_settings(guard))
         self.queries = 0
 
     def promql(self, expr: str) -> str:
