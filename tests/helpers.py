@@ -25,16 +25,17 @@ def fill_database(db: Database) -> None:
     """Make the database's disk full: no write that needs a new page will commit (rows that
     still fit in a page can) until max_page_count is raised again."""
     pages = db.query("PRAGMA page_count")[0][0]
-    db.query(f"PRAGMA max_page_count = {pages + 1}")
-    db.query("CREATE TABLE IF NOT EXISTS filler (x BLOB)")
+    # On the writer's connection (script() runs there): max_page_count is per connection.
+    db.script(f"PRAGMA max_page_count = {pages + 1}")
+    db.script("CREATE TABLE IF NOT EXISTS filler (x BLOB)")
     with contextlib.suppress(sqlite3.OperationalError):  # "database or disk is full"
         for _ in range(10):
-            db.query("INSERT INTO filler VALUES (zeroblob(8192))")
+            db.script("INSERT INTO filler VALUES (zeroblob(8192))")
 
 
 def make_room(db: Database) -> None:
     """Space on the disk again."""
-    db.query("PRAGMA max_page_count = 1000000")
+    db.script("PRAGMA max_page_count = 1000000")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -71,19 +72,35 @@ class Claims:
         """Closed episodes whose claim has not committed yet: duplicates wait for it."""
         self.queued = 0
         """Open episodes whose ladder has not started (bounded by queue_size)."""
+        self._unsure = False
+        """The journal holds closed keys that the filter has not taken in yet (right after
+        a start, until fill() ends): every key memory does not know is asked of it."""
 
     def load(self, opened: Opened) -> None:
         """What the journal holds at start: closed keys and open episodes."""
         with self.lock:
             self._closed = OrderedDict(opened.closed)
-            for key in opened.older:  # in the journal, beyond what memory keeps
-                self._forgot.add(key)
+            self._unsure = opened.older_before is not None  # see fill()
             self._spill()
             for episode in opened.episodes:
                 if episode.key is not None:
                     self._open[episode.key] = episode
                 if episode.state == QUEUED:
                     self.queued += 1
+
+    def fill(self, chunks: Iterable[list[str]], stop: threading.Event | None = None) -> bool:
+        """Take in the keys of the journal's older closed episodes (Journal.closed_keys), a
+        chunk per lock: run on a thread of its own after start, so that neither the start
+        nor any claim waits for a long journal. Until it ends, each key memory does not
+        know costs a read of the journal instead of a few hashes. False if stopped."""
+        for chunk in chunks:
+            if stop is not None and stop.is_set():
+                return False
+            with self.lock:
+                for key in chunk:
+                    self._forgot.add(key)
+        self._unsure = False
+        return True
 
     def claim(self, event: FailureEvent) -> Claim:
         """Claim an episode for this event, or say why not."""
@@ -146,9 +163,11 @@ class Claims:
     def _forgotten(self, key: str) -> bool:
         """Whether memory let go of the key while the journal may still hold it (a
         lock-free first look: dict reads are atomic; checked again under the lock)."""
-        if not self._forgot or key in self._open or key in self._unconfirmed:
+        if key in self._open or key in self._unconfirmed or key in self._closed:
             return False
-        return key not in self._closed and key in self._forgot
+        if self._unsure:
+            return True
+        return bool(self._forgot) and key in self._forgot
 
     @property
     def closed_in_memory(self) -> int:

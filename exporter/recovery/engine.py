@@ -171,12 +171,21 @@ class RecoveryEngine:
         self._live = 0  # episode tasks not finished (wait_idle)
         self._accepting = False
         self._stopping = False
+        self._filling = threading.Event()
+        """Set at stop: the dedup filter's fill from the journal ends (see Claims.fill)."""
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         """Load the journal, decide what to do with open episodes, start the loop."""
         opened = self._journal.open()
         self.claims.load(opened)
+        if opened.older_before is not None:
+            # The dedup filter learns the older closed keys after start, not before it.
+            keys = self._journal.closed_keys(opened.older_before)
+            threading.Thread(
+                target=self.claims.fill, args=(keys, self._filling), name="medic-dedup-fill",
+                daemon=True,
+            ).start()  # fmt: skip
         if opened.stray:
             self.accounting.finished(RecoveryAttempt(
                 0, "*", LADDER, "journal", self._clock.time(), Outcome.INTERRUPTED,
@@ -211,6 +220,7 @@ class RecoveryEngine:
         """Refuse new events; cut off running ladders (an in-process action is recorded as
         interrupted, a command goes on for the next medic to adopt); stop the loop."""
         self._accepting = False
+        self._filling.set()
         loop = self._loop
         if loop is None or not loop.is_running():
             return

@@ -62,9 +62,12 @@ def attempts(
         where.append("started >= ?")
         params.append(since)
     clause = f" WHERE {' AND '.join(where)}" if where else ""
+    # A range count on a covering index: milliseconds at a million rows (BENCHMARKS.md).
     total = db.query(f"SELECT COUNT(*) FROM recovery_attempts{clause}", params)[0][0]  # noqa: S608
     rows = db.query(
-        f"SELECT {COLUMNS} FROM recovery_attempts{clause} ORDER BY id DESC LIMIT ? OFFSET ?",  # noqa: S608
+        # Newest by start time: every filter then walks one index backwards (schema.py).
+        f"SELECT {COLUMNS} FROM recovery_attempts{clause} "  # noqa: S608
+        "ORDER BY started DESC, id DESC LIMIT ? OFFSET ?",
         [*params, limit, offset],
     )
     return [attempt_from_row(row) for row in rows], int(total)

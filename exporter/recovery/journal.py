@@ -14,8 +14,9 @@ import json
 import logging
 import threading
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic_core import to_json
@@ -57,8 +58,8 @@ class Opened:
     """Dedup key -> final state of the newest closed episodes (MEMORY_CLOSED)."""
     stray: int
     """Running attempts of the first journal layout, now closed as interrupted."""
-    older: list[str] = field(default_factory=list)
-    """Keys of the older closed episodes the journal holds."""
+    older_before: int | None = None
+    """The journal holds closed episodes older than `closed`: ids below this (None: none)."""
 
 
 class Journal:
@@ -108,7 +109,7 @@ class Journal:
         )
         self._recent.extend(found.recent)
         stray = startup.close_stray(self.db, self._clock.time())
-        return Opened(found.episodes, found.closed, stray, found.older)
+        return Opened(found.episodes, found.closed, stray, found.older_before)
 
     # --- identifiers --------------------------------------------------------------------
     def episode_id(self) -> int:
@@ -351,18 +352,30 @@ class Journal:
         )  # fmt: skip
         return str(rows[0][0]) if rows else None
 
+    def closed_keys(self, before: int, chunk: int = 5000) -> Iterator[list[str]]:
+        """The keys of closed episodes with ids below `before`, a chunk at a time, read on a
+        reader connection of their own (Claims fills its filter from them after start)."""
+        if self.db is None:
+            return
+        yield from self.db.stream(
+            "SELECT dedup_key FROM recovery_episodes WHERE id < ? AND dedup_key IS NOT NULL "  # noqa: S608
+            f"AND state NOT IN {_OPEN}", (before,), chunk,
+        )  # fmt: skip
+
     def _trim_attempts(self) -> None:
         """Retention by count, continuously: the attempts beyond the newest max_count are
-        exactly those with smaller ids (ids only grow), so this is one range delete on the
-        primary key, queued every PRUNE_STEP ids."""
+        exactly those with smaller ids (ids only grow), so this is a range on the primary
+        key, swept every PRUNE_STEP ids in short transactions (a journal far past its bound,
+        after the bound was lowered, never holds the writer)."""
         if self.db is None:
             return
         with self._lock:
             beyond = self._next_attempt - 1 - self._max_attempts
         if beyond > 0:
             # Never a rung still in flight: a restart adopts or resumes it from its row.
-            self.db.write(
-                "DELETE FROM recovery_attempts WHERE id <= ? AND outcome != 'running'",
+            self.db.sweep(
+                "DELETE FROM recovery_attempts WHERE id IN (SELECT id FROM recovery_attempts "
+                "WHERE id <= ? AND outcome != 'running' ORDER BY id LIMIT ?)",
                 (beyond,),
             )
 
@@ -377,30 +390,37 @@ class Journal:
                 return
             beyond = self._next_episode - 1 - self._max_episodes
         if beyond > 0:
-            self.db.write(
-                f"DELETE FROM recovery_episodes WHERE id <= ? AND state NOT IN {_OPEN}",  # noqa: S608
+            self.db.sweep(
+                "DELETE FROM recovery_episodes WHERE id IN (SELECT id FROM recovery_episodes "  # noqa: S608
+                f"WHERE id <= ? AND state NOT IN {_OPEN} ORDER BY id LIMIT ?)",
                 (beyond,),
             )
 
-    def prune(self, max_age: float) -> None:
+    def prune(self, max_age: float) -> Future[int] | None:
         """Drop finished attempts and closed episodes older than max_age (the count bounds
-        are kept as records are written: see _trim_attempts and _trim_episodes)."""
+        are kept as records are written: see _trim_attempts and _trim_episodes). Swept in
+        short transactions between other writes: a prune of millions of rows never holds
+        a claim's commit. Returns the last sweep's future (every sweep before it is done by
+        then)."""
         if self.db is None:
-            return
+            return None
         horizon = self._clock.time() - max_age
-        self.db.write(
-            "DELETE FROM recovery_attempts WHERE started < ? AND outcome != 'running'",
+        self.db.sweep(
+            "DELETE FROM recovery_attempts WHERE id IN (SELECT id FROM recovery_attempts "
+            "WHERE started < ? AND outcome != 'running' LIMIT ?)",
             (horizon,),
         )
-        self.db.write(
-            f"DELETE FROM recovery_episodes WHERE updated < ? AND state NOT IN {_OPEN}",  # noqa: S608
-            (horizon,),
+        self.db.sweep(
+            "DELETE FROM recovery_episodes WHERE id IN (SELECT id FROM recovery_episodes "  # noqa: S608
+            # updated >= received: the arrival's index bounds the scan to old episodes.
+            f"WHERE received < ? AND updated < ? AND state NOT IN {_OPEN} LIMIT ?)",
+            (horizon, horizon),
         )
         # Evidence goes with its attempt (kept by count and by age above).
-        self.db.write(
-            "DELETE FROM recovery_evidence WHERE attempt_id NOT IN "
-            "(SELECT id FROM recovery_attempts)",
-            (),
+        return self.db.sweep(
+            "DELETE FROM recovery_evidence WHERE attempt_id IN (SELECT attempt_id FROM "
+            "recovery_evidence AS e WHERE NOT EXISTS (SELECT 1 FROM recovery_attempts AS a "
+            "WHERE a.id = e.attempt_id) LIMIT ?)"
         )
 
     # --- history ------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The journal's tables, and the migration from the first layout (an inbox beside a table of
 handled keys) to one row per episode that carries its whole lifecycle. Layout 3 adds the
 evidence taken before a disruptive rung against a GPU (a table of its own: layout 2 gets it
-by the CREATE IF NOT EXISTS below)."""
+by the CREATE IF NOT EXISTS below). Layout 4 adds the indexes that keep every history filter
+a range read, newest first (`started`, then the filters' columns before it), and one on
+episodes' arrival that bounds the age prune's scan."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from exporter.storage.sqlite import Database
 
 log = logging.getLogger(__name__)
 
-VERSION = 3
+VERSION = 4
 TABLES = """
 CREATE TABLE IF NOT EXISTS recovery_attempts (
     id           INTEGER PRIMARY KEY,
@@ -33,6 +35,10 @@ CREATE TABLE IF NOT EXISTS recovery_attempts (
     boot_id      TEXT
 );
 CREATE INDEX IF NOT EXISTS recovery_attempts_started ON recovery_attempts (started);
+CREATE INDEX IF NOT EXISTS recovery_attempts_type ON recovery_attempts (failure_type, started);
+CREATE INDEX IF NOT EXISTS recovery_attempts_outcome ON recovery_attempts (outcome, started);
+CREATE INDEX IF NOT EXISTS recovery_attempts_type_outcome
+    ON recovery_attempts (failure_type, outcome, started);
 CREATE TABLE IF NOT EXISTS recovery_episodes (
     id            INTEGER PRIMARY KEY,
     dedup_key     TEXT UNIQUE,
@@ -53,6 +59,7 @@ CREATE TABLE IF NOT EXISTS recovery_episodes (
 );
 CREATE INDEX IF NOT EXISTS recovery_episodes_open ON recovery_episodes (state)
     WHERE state IN ('queued', 'running');
+CREATE INDEX IF NOT EXISTS recovery_episodes_received ON recovery_episodes (received);
 CREATE TABLE IF NOT EXISTS recovery_cooldowns (
     failure_type TEXT PRIMARY KEY,
     until        REAL NOT NULL,
@@ -104,4 +111,6 @@ def ensure(db: Database, now: float) -> None:
         db.script(f"BEGIN;\n{script}\nPRAGMA user_version = {VERSION};\nCOMMIT;")
         log.warning("recovery journal migrated to layout %d", VERSION)
         return
+    if version:
+        log.warning("recovery journal: building layout %d's indexes (once)", VERSION)
     db.script(f"BEGIN;\n{TABLES}\nPRAGMA user_version = {VERSION};\nCOMMIT;")

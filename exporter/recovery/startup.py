@@ -30,8 +30,9 @@ class Stored:
     recent: list[RecoveryAttempt]
     next_attempt: int
     next_episode: int
-    older: list[str]
-    """Keys of closed episodes beyond the newest closed_kept."""
+    older_before: int | None
+    """The journal holds closed episodes beyond the newest closed_kept: those with ids below
+    this (None when it holds no more). Never read at start: see Journal.closed_keys."""
 
 
 def read(db: Database, recent: int, closed_kept: int = 10_000) -> Stored:
@@ -45,15 +46,19 @@ def read(db: Database, recent: int, closed_kept: int = 10_000) -> Stored:
     )]  # fmt: skip
     # The newest closed keys, oldest first (the order Claims forgets them in); older ones
     # are looked up in the journal when they come again.
-    closed = dict(reversed(db.query(
-        "SELECT dedup_key, CASE WHEN resolved THEN 'resolved' ELSE state END "  # noqa: S608
+    newest = db.query(
+        "SELECT id, dedup_key, CASE WHEN resolved THEN 'resolved' ELSE state END "  # noqa: S608
         f"FROM recovery_episodes WHERE dedup_key IS NOT NULL AND state NOT IN {OPEN} "
-        "ORDER BY id DESC LIMIT ?", (closed_kept + 1,),
-    )))  # fmt: skip
-    older = [key for (key,) in db.query(
-        "SELECT dedup_key FROM recovery_episodes WHERE dedup_key IS NOT NULL "  # noqa: S608
-        f"AND state NOT IN {OPEN} ORDER BY id DESC LIMIT -1 OFFSET ?", (closed_kept + 1,),
-    )]  # fmt: skip
+        "ORDER BY id DESC LIMIT ?", (closed_kept,),
+    )  # fmt: skip
+    closed = {key: state for _, key, state in reversed(newest)}
+    # Whether older ones exist, not what they are: a start's cost stays that of closed_kept
+    # rows however long the journal (BENCHMARKS.md: start-up with a million rows).
+    boundary = int(newest[-1][0]) if newest else next_ids[1]
+    beyond = db.query(
+        "SELECT 1 FROM recovery_episodes WHERE id < ? AND dedup_key IS NOT NULL "  # noqa: S608
+        f"AND state NOT IN {OPEN} LIMIT 1", (boundary,),
+    ) if len(newest) == closed_kept else []  # fmt: skip
     cooldowns = {
         ft: (float(until), int(consecutive))
         for ft, until, consecutive in db.query(
@@ -65,7 +70,7 @@ def read(db: Database, recent: int, closed_kept: int = 10_000) -> Stored:
         (recent,),
     )
     return Stored(episodes, closed, cooldowns, [attempt_from_row(r) for r in reversed(rows)],
-                  next_ids[0], next_ids[1], older)  # fmt: skip
+                  next_ids[0], next_ids[1], boundary if beyond else None)  # fmt: skip
 
 
 def episode(db: Database, row: tuple[Any, ...]) -> Episode:

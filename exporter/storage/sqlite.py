@@ -7,8 +7,9 @@ must know that a write is on disk (an alert's claim, a rung's start) awaits the 
 When the disk refuses (read-only, full), the error is logged and `healthy` turns False;
 groups written with retry=True (what must not be lost) are committed again, with backoff,
 until they are. `healthy` turns True again once a batch commits and no such group waits.
-Reads that must not queue behind a commit (dedup lookups) use `lookup()`, on a second
-connection: in WAL mode a reader never waits for the writer.
+Reads never share the writer's connection: each runs on a reader connection of its own,
+taken from a small pool (one per concurrent read), so in WAL mode no read waits for a commit
+and no commit waits for a read, however long the read (a stats query over a million rows).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,19 @@ class Group:
     retry: bool = False
     tries: int = 0
 
+
+@dataclass(slots=True)
+class Sweep:
+    """A bulk change run in short transactions of its own until it changes no more rows."""
+
+    sql: str
+    params: tuple[Any, ...]
+    done: Future[int]
+    changed: int = 0
+
+
+SWEEP_BATCH = 500
+"""Rows one step of a sweep may change: a few milliseconds of the writer at most."""
 
 DB_FILE = "medic.db"
 """medic's database in its data directory: breaker state and the recovery journal."""
@@ -71,14 +86,18 @@ class Database:
         self._pending: list[Statement | Group] = []
         self._retries: list[tuple[float, int, Group]] = []  # heap: (due, seq, group)
         self._retry_seq = 0
+        self._sweeps: deque[Sweep] = deque()
         self._batch: Future[bool] = _batch_future()
         self._queued = 0
         self._stopping = False
         self._writer: threading.Thread | None = None
         self.healthy = True
         self.last_error = ""
-        self._reader: sqlite3.Connection | None = None
-        self._reader_lock = threading.Lock()
+        self._readers: list[sqlite3.Connection] = []
+        """Idle reader connections; a read takes one (or opens one) and gives it back."""
+        self._readers_lock = threading.Lock()
+        self._opened_readers = 0
+        self._closed = False
 
     def script(self, sql: str) -> None:
         """Run DDL now (schema creation at start-up)."""
@@ -86,19 +105,51 @@ class Database:
             self._conn.executescript(sql)
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a read and return every row."""
-        with self._lock:
-            return self._conn.execute(sql, tuple(params)).fetchall()
+        """Run a read on a reader connection of its own and return every row. It sees every
+        commit made before it began (call flush() first to include queued writes), never
+        waits for a commit in progress and never delays one."""
+        reader = self._reader()
+        try:
+            return reader.execute(sql, tuple(params)).fetchall()
+        finally:
+            self._give_back(reader)
 
-    def lookup(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        """A short read on the reader connection: it never waits for a commit in progress."""
-        with self._reader_lock:
-            if self._reader is None:
-                self._reader = sqlite3.connect(
-                    self.path, check_same_thread=False, isolation_level=None
-                )
-                self._reader.execute("PRAGMA query_only=1")
-            return self._reader.execute(sql, tuple(params)).fetchall()
+    def stream(self, sql: str, params: Iterable[Any] = (), size: int = 5000) -> Iterator[list[Any]]:
+        """A long read, `size` rows at a time (first column only), on a reader connection
+        held until the iteration ends: memory holds one chunk, never the whole result."""
+        reader = self._reader()
+        try:
+            cursor = reader.execute(sql, tuple(params))
+            while rows := cursor.fetchmany(size):
+                yield [row[0] for row in rows]
+        finally:
+            self._give_back(reader)
+
+    lookup = query
+    """A short read (a dedup lookup): the same as query()."""
+
+    @property
+    def reader_connections(self) -> int:
+        """How many reader connections are open (one per read that ever ran concurrently)."""
+        return self._opened_readers
+
+    def _reader(self) -> sqlite3.Connection:
+        with self._readers_lock:
+            if self._readers:
+                return self._readers.pop()
+            self._opened_readers += 1
+        reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        reader.execute("PRAGMA query_only=1")
+        reader.execute("PRAGMA busy_timeout=5000")
+        return reader
+
+    def _give_back(self, reader: sqlite3.Connection) -> None:
+        with self._readers_lock:
+            if not self._closed:
+                self._readers.append(reader)
+                return
+            self._opened_readers -= 1
+        reader.close()
 
     def write(self, sql: str, params: Iterable[Any] = ()) -> Future[bool]:
         """Queue a write; it is committed soon, with whatever else is queued.
@@ -121,14 +172,40 @@ class Database:
         """
         return self._queue(Group([(sql, tuple(params)) for sql, params in statements], retry))
 
+    def sweep(self, sql: str, params: Iterable[Any] = ()) -> Future[int]:
+        """Queue a bulk change (a retention prune) that must never hold the writer: `sql`
+        changes at most SWEEP_BATCH rows per run (its last `?`: a subquery's LIMIT) and
+        runs again, each run its own transaction between the queued writes' batches, until
+        it changes none. Sweeps run one after another, in the order queued. The future
+        gives the rows changed in all (-1 if a run failed: the sweep stops there and its
+        owner runs it again later). Not waited for by flush(); close() abandons it.
+        """
+        bound = (*params, SWEEP_BATCH)
+        with self._pending_lock:
+            self._start_writer()
+            for queued in itertools.islice(self._sweeps, 1, None):  # the first may be running
+                if queued.sql == sql:
+                    # The same sweep, not begun: the newer bounds cover the older (a trim
+                    # queued every hundred ids under a flood is one sweep, not hundreds).
+                    queued.params = bound
+                    return queued.done
+            future: Future[int] = Future()
+            future.set_running_or_notify_cancel()
+            self._sweeps.append(Sweep(sql, bound, future))
+            self._work.notify()
+        return future
+
+    def _start_writer(self) -> None:
+        """Start the writer thread on first use (self._pending_lock held)."""
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="medic-sqlite",
+                                            daemon=True)  # fmt: skip
+            self._writer.start()
+
     def _queue(self, item: Statement | Group) -> Future[bool]:
         """Add to the next batch (starting the writer on first use); its shared future."""
         with self._pending_lock:
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write_loop, name="medic-sqlite", daemon=True
-                )
-                self._writer.start()
+            self._start_writer()
             self._pending.append(item)
             self._queued += 1
             if len(self._pending) == 1:
@@ -140,19 +217,30 @@ class Database:
         with self._idle:
             return self._idle.wait_for(lambda: self._queued == 0, timeout)
 
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued write and every sweep is done; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._queued == 0 and not self._sweeps, timeout)
+
     def close(self, timeout: float = 5.0) -> None:
         """Commit what is queued, stop the writer, close the connection."""
         self.flush(timeout)
         with self._pending_lock:
             self._stopping = True
+            abandoned, self._sweeps = list(self._sweeps), deque()
             self._work.notify()
+        for sweep in abandoned:
+            sweep.done.set_result(sweep.changed)
         if self._writer is not None:
             self._writer.join(timeout)
         with self._lock:
             self._conn.close()
-        with self._reader_lock:
-            if self._reader is not None:
-                self._reader.close()
+        with self._readers_lock:
+            self._closed = True
+            idle, self._readers = self._readers, []
+            self._opened_readers -= len(idle)
+        for reader in idle:  # a read still running closes its own when it ends
+            reader.close()
 
     def _take(self) -> tuple[list[Statement | Group], Future[bool], list[Group]] | None:
         """The queued writes, their shared future and the retries now due; None once
@@ -166,7 +254,7 @@ class Database:
                     self._retries.clear()
                     return [], self._batch, last
                 due = self._due()
-                if due:
+                if due or self._sweeps:
                     return [], self._batch, due
                 wait = self._retries[0][0] - time.monotonic() if self._retries else None
                 self._work.wait(wait)
@@ -206,6 +294,7 @@ class Database:
             if not batch:
                 if due and not self.healthy:
                     self._recovered()
+                self._sweep_step()
                 continue
             committed = True
             for chunk, retried in _transactions(batch):
@@ -219,6 +308,30 @@ class Database:
             with self._idle:
                 self._queued -= len(batch)
                 self._idle.notify_all()
+            self._sweep_step()  # one step between batches: a flood of writes never stops it
+
+    def _sweep_step(self) -> None:
+        """One run of the oldest sweep, in its own transaction (writer thread only)."""
+        with self._pending_lock:
+            if not self._sweeps or self._stopping:
+                return
+            sweep = self._sweeps[0]
+        try:
+            with self._lock, self._conn:  # BEGIN ... COMMIT, or ROLLBACK on error
+                self._conn.execute("BEGIN")
+                changed = self._conn.execute(sweep.sql, sweep.params).rowcount
+        except sqlite3.Error as exc:
+            log.warning("a journal sweep failed (%s); it runs again at the next prune", exc)
+            changed = -1
+        if changed > 0:
+            sweep.changed += changed
+            return
+        with self._pending_lock:
+            if not self._sweeps or self._sweeps[0] is not sweep:
+                return  # close() abandoned it (and told its future)
+            self._sweeps.popleft()
+            self._idle.notify_all()
+        sweep.done.set_result(sweep.changed if changed == 0 else -1)
 
     def _recovered(self) -> None:
         """Healthy again once nothing that must not be lost waits (writer thread only)."""

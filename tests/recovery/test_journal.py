@@ -34,7 +34,7 @@ def test_retention_by_age_and_by_count(tmp_path: Path, monkeypatch) -> None:
         record(journal, now - age)
     journal.tombstone("old")
     journal.prune(max_age=30 * 86400)
-    db.flush()
+    db.settle()
     _, total = journal.attempts()
     assert total == 2
     starts = sorted(row[0] for row in db.query("SELECT started FROM recovery_attempts"))
@@ -56,7 +56,7 @@ def test_retention_never_drops_a_rung_still_in_flight(tmp_path: Path, monkeypatc
     for n in range(20):  # a flood of later attempts, and an age beyond max_age
         record(journal, clock.time() - n)
     journal.prune(max_age=30 * 86400)
-    db.flush()
+    db.settle()
     outcomes = [row[0] for row in db.query("SELECT outcome FROM recovery_attempts ORDER BY id")]
     assert outcomes == ["running", "succeeded", "succeeded", "succeeded"]  # a restart needs it
     db.close()
@@ -120,7 +120,7 @@ recovery:
         if n % 250 == 0:
             most = {table: max(seen, rows(table)) for table, seen in most.items()}
     assert medic.recovery.wait_idle(30)
-    db.flush()
+    db.settle()
     most = {table: max(seen, rows(table)) for table, seen in most.items()}
     assert len(ran) == 3000
     # Trimmed as it goes: never more than the bound plus one step (plus what is open).
