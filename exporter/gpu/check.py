@@ -10,7 +10,7 @@ from typing import Any, Literal
 from exporter.checks.base import Observation
 from exporter.checks.runner import CallStuck, CallTimeout
 from exporter.clock import Clock, SystemClock
-from exporter.gpu.client import worker_argv
+from exporter.gpu.client import ABSENT_RETRY, worker_argv
 from exporter.gpu.facts import GpuDevice, GpuHealth, GpuProcess, NvmlState
 from exporter.gpu.pci import count_gpus
 from exporter.gpu.reader import LIBRARY_NOT_FOUND
@@ -68,8 +68,11 @@ class GpuCheck:
         max_stuck: int = 2,
         env: dict[str, str] | None = None,
         sysfs: Path = Path("/sys"),
+        absent_retry: float = ABSENT_RETRY,
     ) -> None:
-        """expected: GPUs that should answer; "auto": the NVIDIA GPUs on the PCI bus."""
+        """expected: GPUs that should answer; "auto": the NVIDIA GPUs on the PCI bus;
+        absent_retry: seconds between looks for an NVML library that is not there."""
+        self._absent_retry = absent_retry
         self._expected_setting = expected
         self._sysfs = sysfs
         self._expected = 0 if expected == "auto" else expected
@@ -136,6 +139,8 @@ class GpuCheck:
         if not reply.get("ok"):
             error = reply.get("error") or {}
             reason = f"{error.get('name', 'error')}: {error.get('message', '')}".rstrip(": ")
+            if error.get("code") == LIBRARY_NOT_FOUND:
+                self._drop(worker)  # it exits by itself: no helper waits on a CPU host
             return self._failed(reason, code=error.get("code"))
         return self._up(reply)
 
@@ -175,7 +180,15 @@ class GpuCheck:
         self._abandoned = still
 
     def _failed(self, reason: str, code: int | None) -> Observation:
-        self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))
+        if code == LIBRARY_NOT_FOUND:
+            if self._was_up is not False:
+                level = logging.INFO if self._expected == 0 else logging.WARNING
+                log.log(level, "NVML unavailable: %s; no NVML helper runs, GPU metrics are off, "
+                        "and medic looks for the library again every %gs", reason,
+                        self._absent_retry)  # fmt: skip
+            self._backoff = self._absent_retry
+        else:
+            self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))
         self._retry_at = self._clock.monotonic() + self._backoff
         self._last_error = reason
         return self._down(reason, "", code)
@@ -183,9 +196,8 @@ class GpuCheck:
     def _down(self, reason: str, note: str, code: int | None = None) -> Observation:
         absent = code == LIBRARY_NOT_FOUND or "LibraryNotFound" in reason
         cpu_host = absent and self._expected == 0
-        if self._was_up is not False:
-            level = logging.INFO if cpu_host else logging.WARNING
-            log.log(level, "NVML unavailable: %s; GPU metrics are off until it answers", reason)
+        if self._was_up is not False and not absent:  # an absent library: see _failed
+            log.warning("NVML unavailable: %s; GPU metrics are off until it answers", reason)
         self._was_up = False
         state = NvmlState(up=False, count=0, expected=self._expected)
         if cpu_host:

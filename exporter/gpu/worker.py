@@ -18,7 +18,7 @@ import threading
 from types import ModuleType
 from typing import Any, TextIO
 
-from exporter.gpu.reader import LIFECYCLE, NvmlFailure, failure, read_all
+from exporter.gpu.reader import LIBRARY_NOT_FOUND, LIFECYCLE, NvmlFailure, failure, read_all
 
 EVENT_WAIT_MS = 1000  # short waits keep the loop responsive to stdin closing
 
@@ -75,7 +75,10 @@ def serve_collect(nvml: ModuleType, stdin: TextIO, stdout: TextIO) -> None:
             _send(stdout, {"ok": False, "error": {"code": -1, "name": "BadRequest"}})
             continue
         if request.get("op") == "collect":
-            _send(stdout, collector.collect(bool(request.get("processes"))))
+            reply = collector.collect(bool(request.get("processes")))
+            _send(stdout, reply)
+            if not reply["ok"] and reply["error"].get("code") == LIBRARY_NOT_FOUND:
+                return  # no NVML on this host: no helper stays (medic asks again later)
         else:
             _send(stdout, {"ok": False, "error": {"code": -1, "name": "UnknownOp"}})
     collector._shutdown()
@@ -97,7 +100,10 @@ def serve_events(nvml: ModuleType, stdin: TextIO, stdout: TextIO) -> None:
         try:
             event_set, uuids = _register(nvml)
         except nvml.NVMLError as exc:
-            _send(stdout, {"status": "down", "error": failure(nvml, exc).as_dict()}, lock)
+            error = failure(nvml, exc).as_dict()
+            _send(stdout, {"status": "down", "error": error}, lock)
+            if error.get("code") == LIBRARY_NOT_FOUND:
+                return  # no NVML on this host: exit (the watcher asks again later)
             closed.wait(backoff)
             backoff = min(backoff * 2, 300.0)
             continue

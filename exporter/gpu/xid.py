@@ -7,7 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from exporter.gpu.client import worker_argv
+from exporter.gpu.client import ABSENT_RETRY, worker_argv
+from exporter.gpu.reader import LIBRARY_NOT_FOUND
 from exporter.helper import WorkerDied, WorkerProcess, let_go
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,11 @@ class XidWatcher:
         on_change: Callable[[], None] | None = None,
         env: dict[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        absent_retry: float = ABSENT_RETRY,
     ) -> None:
+        self._absent_retry = absent_retry
+        self._absent = False
+        """The last helper found no NVML library (it exited; the next looks later)."""
         self._argv = worker_argv(nvml_module, events=True)
         self._clock = clock
         self._seen: dict[XidKey, float] = {}
@@ -65,6 +70,11 @@ class XidWatcher:
                     found.setdefault((gpu, uuid), set()).add(xid)
         return found
 
+    @property
+    def absent(self) -> bool:
+        """Whether the last helper found no NVML library (none runs until the next look)."""
+        return self._absent
+
     def _run(self) -> None:
         backoff = 1.0
         while not self._stopping.is_set():
@@ -82,7 +92,12 @@ class XidWatcher:
                 let_go(worker)
                 if self._stopping.is_set():
                     return
+                if self._absent:  # no NVML: no helper until the next look
+                    self._stopping.wait(self._absent_retry)
+                    continue
                 log.warning("XID watcher helper ended (%s); restarting in %gs", exc, backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 300.0)
             except Exception:
                 let_go(worker)
                 log.exception("XID watcher failed; restarting in %gs", backoff)
@@ -99,8 +114,15 @@ class XidWatcher:
             if self._on_change is not None:
                 self._on_change()
         elif message.get("status") == "up" and self._up is not True:
-            self._up = True
+            self._up, self._absent = True, False
             log.info("XID watcher listening on %s GPUs", message.get("gpus"))
-        elif message.get("status") == "down" and self._up is not False:
-            self._up = False
-            log.debug("XID watcher: NVML unavailable: %s", message.get("error"))
+        elif message.get("status") == "down":
+            error = message.get("error")
+            absent = isinstance(error, dict) and error.get("code") == LIBRARY_NOT_FOUND
+            if absent and not self._absent:
+                log.info("XID watcher: no NVML library; looking again every %gs",
+                         self._absent_retry)  # fmt: skip
+            self._absent = absent
+            if self._up is not False:
+                self._up = False
+                log.debug("XID watcher: NVML unavailable: %s", error)
