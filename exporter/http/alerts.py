@@ -23,6 +23,7 @@ from exporter.http.asgi import (
     read_body,
     respond,
 )
+from exporter.http.lanes import Lanes
 from exporter.storage.sqlite import CommitWaits
 from exporter.webhook import slicing
 from exporter.webhook.auth import Authenticator
@@ -64,7 +65,10 @@ class AlertsEndpoint:
         stats: WebhookStats,
         authenticator: Authenticator | None,
         max_body: int,
+        lanes: Lanes | None = None,
     ) -> None:
+        """lanes: told while a request is in flight, so scrapes are paced meanwhile."""
+        self._lanes = lanes
         self._intake = intake
         self._stats = stats
         self._auth = authenticator
@@ -73,13 +77,20 @@ class AlertsEndpoint:
         self._commits = CommitWaits()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lanes = self._lanes
+        if lanes is not None:
+            lanes.intake_began()
         try:
-            status, body, extra = await self._answer(scope, receive)
-        except ClientGone:
-            return
-        self._stats.count(status)
-        await self._turns.take()
-        await respond(send, status, body, JSON, extra)
+            try:
+                status, body, extra = await self._answer(scope, receive)
+            except ClientGone:
+                return
+            self._stats.count(status)
+            await self._turns.take()
+            await respond(send, status, body, JSON, extra)
+        finally:
+            if lanes is not None:
+                lanes.intake_ended()
 
     async def _answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers | None]:
         auth = self._auth

@@ -28,6 +28,7 @@ from exporter.http.api import recovery_router
 from exporter.http.asgi import HotPaths, header, respond
 from exporter.http.connections import Limits, descriptor_room, protocol_class
 from exporter.http.guard import SELF_CHECKING, Guard, Policy
+from exporter.http.lanes import Lanes
 from exporter.http.stream import EventsEndpoint
 from exporter.metrics.exposition import Exposition
 from exporter.version import __version__
@@ -114,10 +115,12 @@ def create_app(
         status = 400 if all(e.get("loc", ("",))[0] == "query" for e in errors) else 422
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=status)
 
-    metrics = MetricsEndpoint(medic.exposition)
+    lanes = Lanes()  # scrapes paced only while webhook requests are in flight
+    metrics = MetricsEndpoint(medic.exposition, lanes)
     alerts = AlertsEndpoint(
-        medic.intake, medic.webhook_stats, authenticator, medic.config.webhook.max_body_bytes
-    )
+        medic.intake, medic.webhook_stats, authenticator, medic.config.webhook.max_body_bytes,
+        lanes,
+    )  # fmt: skip
     # Also in the router: it answers these paths' other methods (405 with Allow).
     app.router.routes.extend(
         [
@@ -170,10 +173,13 @@ def create_app(
 class MetricsEndpoint:
     """GET /metrics as plain ASGI: the pre-rendered body for the request's Accept headers."""
 
-    def __init__(self, exposition: Exposition) -> None:
+    def __init__(self, exposition: Exposition, lanes: Lanes | None = None) -> None:
         self._exposition = exposition
+        self._lanes = lanes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._lanes is not None:
+            await self._lanes.scrape()
         body, content_type, encoding = self._exposition.select(
             header(scope, b"accept") or "", header(scope, b"accept-encoding") or ""
         )

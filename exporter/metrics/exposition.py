@@ -10,8 +10,10 @@ from __future__ import annotations
 import gzip
 import logging
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
@@ -34,6 +36,110 @@ class _Snapshot(Collector):
 
     def collect(self) -> Iterable[Metric]:
         return self._families
+
+
+Part = tuple[Hashable, Hashable | None, Callable[[], Iterable[Metric]]]
+"""(key, token, collect): one separately rendered share of a collector's families. While a
+part's token equals the one it was last rendered with, its rendering is reused; a None
+token re-renders it every time. Tokens compare with `_same`: plain values by value, any
+other object by identity (a check result is its own token: a new result, a new token)."""
+
+
+class PartedCollector(Protocol):
+    """A collector that offers its families in parts, each re-rendered only on change."""
+
+    def render_parts(self) -> Iterable[Part]:
+        """Its parts, in exposition order."""
+        ...
+
+
+CHUNK = 32
+"""Series rendered between two pauses: about half a millisecond of the GIL at most, so the
+event loop never waits long for it while a render thread works (see RenderLoop)."""
+_PLAIN = (int, float, str, bool, type(None))
+
+
+def _same(a: object, b: object) -> bool:
+    if a is b:
+        return True
+    if type(a) is not tuple or type(b) is not tuple or len(a) != len(b):
+        return False
+    return all(x is y or (type(x) in _PLAIN and type(x) is type(y) and x == y)
+               for x, y in zip(a, b, strict=True))  # fmt: skip
+
+
+def _split(body: bytes) -> tuple[bytes, bytes]:
+    """A single family's rendering: (its # lines, its sample lines)."""
+    at = 0
+    while body.startswith(b"#", at):
+        at = body.index(b"\n", at) + 1
+    return body[:at], body[at:]
+
+
+@dataclass(slots=True)
+class _Family:
+    """One family's rendering in both formats: header, sample lines."""
+
+    text_head: bytes
+    text: bytes
+    om_head: bytes
+    om: bytes
+
+
+def _render_family(family: Metric, pause: Callable[[], None]) -> _Family:
+    """Both formats, CHUNK series at a time with a pause between chunks."""
+    samples = family.samples
+    text_parts, om_parts = [], []
+    text_head = om_head = b""
+    for at in range(0, max(1, len(samples)), CHUNK):
+        piece = Metric(family.name, family.documentation, family.type, family.unit)
+        piece.samples = samples[at : at + CHUNK]
+        snapshot = _Snapshot([piece])
+        head, lines = _split(generate_text(snapshot))
+        om_head_, om_lines = _split(generate_om(snapshot).removesuffix(b"# EOF\n"))  # type: ignore[no-untyped-call]
+        if at == 0:
+            text_head, om_head = head, om_head_
+        text_parts.append(lines)
+        om_parts.append(om_lines)
+        if len(samples) > CHUNK:
+            pause()
+    return _Family(text_head, b"".join(text_parts), om_head, b"".join(om_parts))
+
+
+@dataclass(slots=True)
+class _Rendered:
+    """A part's last rendering, with the token it was rendered for."""
+
+    token: Hashable | None
+    families: list[tuple[str, _Family]]
+
+
+def _series(line: bytes) -> bytes:
+    return line.rsplit(b" ", 1)[0]
+
+
+def _unique(chunks: list[bytes]) -> bytes:
+    """Sample lines of one family from several parts, each series once (the first)."""
+    seen: set[bytes] = set()
+    kept = []
+    for chunk in chunks:
+        for line in chunk.splitlines(keepends=True):
+            key = _series(line)
+            if key not in seen:
+                seen.add(key)
+                kept.append(line)
+    return b"".join(kept)
+
+
+def _collectors(registry: CollectorRegistry) -> list[Collector] | None:
+    """The registry's collectors in registration order, or None where this version of
+    prometheus_client keeps them elsewhere (the whole registry is then one part)."""
+    names = getattr(registry, "_collector_to_names", None)
+    lock = getattr(registry, "_lock", None)
+    if not isinstance(names, dict) or lock is None or getattr(registry, "_target_info", None):
+        return None
+    with lock:
+        return list(names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,28 +171,64 @@ def accepts_gzip(accept_encoding: str) -> bool:
 
 
 class Exposition:
-    """Holds the latest rendering of a registry and picks a body per request."""
+    """Holds the latest rendering of a registry and picks a body per request.
+
+    Rendering is incremental: each collector (or each part a PartedCollector offers) is
+    rendered to bytes per family and kept; the next render re-renders only the parts whose
+    token changed and joins the bytes. The cost of a render follows what changed, not how
+    many series there are (BENCHMARKS.md: /metrics at 5,000 series).
+    """
 
     def __init__(self, registry: CollectorRegistry, clock: Clock | None = None) -> None:
         self._registry = registry
         self._clock = clock or SystemClock()
         self._render_lock = threading.Lock()
         self._current = Rendered(b"", b"", b"# EOF\n", b"", 0.0)
+        self._parts: dict[Hashable, _Rendered] = {}
+        self.rendered_parts = 0
+        """Parts rendered since start (the rest were reused): what a render cost."""
 
     @property
     def current(self) -> Rendered:
         """The latest rendering (an atomic reference read)."""
         return self._current
 
-    def render(self) -> Rendered:
-        """Render now, on the calling thread, and publish the result."""
+    def _parts_now(self) -> list[Part]:
+        collectors = _collectors(self._registry)
+        if collectors is None:
+            return [("registry", None, self._registry.collect)]
+        parts: list[Part] = []
+        for collector in collectors:
+            offer = getattr(collector, "render_parts", None)
+            if offer is not None:
+                parts.extend(((id(collector), key), token, collect)
+                             for key, token, collect in offer())  # fmt: skip
+            else:
+                parts.append((id(collector), None, collector.collect))
+        return parts
+
+    def render(self, pause: Callable[[], None] | None = None) -> Rendered:
+        """Render now, on the calling thread, and publish the result. `pause` is called
+        between chunks of work (a render thread passes one that yields the GIL)."""
+        pause = pause or _no_pause
         with self._render_lock:
-            snapshot = _Snapshot(list(self._registry.collect()))  # collect once, encode twice
-            text = generate_text(snapshot)
-            openmetrics = generate_om(snapshot)  # type: ignore[no-untyped-call]
+            kept: dict[Hashable, _Rendered] = {}
+            order: dict[str, list[_Family]] = {}
+            for key, token, collect in self._parts_now():
+                cached = self._parts.get(key)
+                if cached is None or token is None or not _same(cached.token, token):
+                    families = [(f.name, _render_family(f, pause)) for f in collect()]
+                    cached = _Rendered(token, families)
+                    self.rendered_parts += 1
+                    pause()
+                kept[key] = cached
+                for name, family in cached.families:
+                    order.setdefault(name, []).append(family)
+            self._parts = kept  # parts that left (a check removed) are forgotten
+            text, openmetrics = _join(order)
             rendered = Rendered(
                 text,
-                gzip.compress(text, compresslevel=6, mtime=0),
+                gzip.compress(text, compresslevel=6, mtime=0),  # zlib lets go of the GIL
                 openmetrics,
                 gzip.compress(openmetrics, compresslevel=6, mtime=0),
                 self._clock.time(),
@@ -105,6 +247,32 @@ class Exposition:
         return body, CONTENT_TYPE_PLAIN_0_0_4, "gzip" if gz else None
 
 
+def _no_pause() -> None:
+    pass
+
+
+def _yield_gil() -> None:
+    time.sleep(0)  # a syscall without the GIL: a waiting event loop takes it now
+
+
+def _join(order: dict[str, list[_Family]]) -> tuple[bytes, bytes]:
+    """Both bodies from every family's renderings, in order; a family several parts emit
+    (two checks reporting the same filesystem) keeps each series once."""
+    text, om = [], []
+    for families in order.values():
+        first = families[0]
+        text.append(first.text_head)
+        om.append(first.om_head)
+        if len(families) == 1:
+            text.append(first.text)
+            om.append(first.om)
+        else:
+            text.append(_unique([f.text for f in families]))
+            om.append(_unique([f.om for f in families]))
+    om.append(b"# EOF\n")
+    return b"".join(text), b"".join(om)
+
+
 class RenderLoop:
     """A thread that re-renders after invalidate(), at most once per min_interval.
 
@@ -114,10 +282,18 @@ class RenderLoop:
     """
 
     def __init__(
-        self, exposition: Exposition, min_interval: float = 0.05, poll_interval: float = 1.0
+        self,
+        exposition: Exposition,
+        min_interval: float = 0.05,
+        poll_interval: float = 1.0,
+        duty: float = 0.2,
     ) -> None:
+        """duty: the share of one core renders may take at most; after a render that took
+        d seconds the next waits max(min_interval, d / duty - d), so a burst of check
+        results is one render and a big exposition cannot keep the GIL busy."""
         self._exposition = exposition
         self._min_interval = min_interval
+        self._duty = duty
         self._poll_interval = poll_interval
         self._versions: list[Callable[[], int]] = []
         self._seen_version = -1
@@ -160,8 +336,10 @@ class RenderLoop:
                 continue
             self._seen_version = version
             self._dirty.clear()
+            began = time.perf_counter()
             try:
-                self._exposition.render()
+                self._exposition.render(_yield_gil)
             except Exception:
                 log.exception("rendering /metrics failed; serving the previous rendering")
-            self._stopping.wait(self._min_interval)
+            took = time.perf_counter() - began
+            self._stopping.wait(max(self._min_interval, took / self._duty - took))

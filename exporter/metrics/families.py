@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -14,6 +15,7 @@ from exporter.checks.logs import LogFact
 from exporter.checks.metricrules import RuleFact
 from exporter.checks.process import ProcessFact
 from exporter.gpu.facts import GpuDevice, NvmlState, TorchMemory
+from exporter.metrics.exposition import Part
 from exporter.metrics.gpu import device_families, nvml_families, torch_families
 
 FactFamilies = Callable[[str, list[Any]], Iterable[Metric]]
@@ -188,18 +190,35 @@ class HealthCollector(Collector):
         """The check families, then every family derived from facts."""
         states = [s for s in self._health.states() if s.enabled]
         yield from _check_families(states)
-        derived: list[Metric] = []
+        yield from _merge(f for state in states for f in self._facts(state))
+
+    def render_parts(self) -> Iterator[Part]:
+        """The check families as one part, then each check's facts as a part of its own,
+        whose token is its latest result: a new result re-renders that check alone."""
+        states = [s for s in self._health.states() if s.enabled]
+        token = tuple(
+            value for s in states
+            for value in (s.spec.name, s.last, s.last_success, s.stuck, s.streak.failing,
+                          s.skipped)
+        )  # fmt: skip
+        yield "checks", token, lambda: _check_families(states)
         for state in states:
-            if state.last is None:
-                continue
-            by_type: dict[type, list[Any]] = {}
-            for fact in state.last.facts:
-                by_type.setdefault(type(fact), []).append(fact)
-            for fact_type, facts in by_type.items():
-                to_families = self._fact_families.get(fact_type)
-                if to_families is not None:
-                    derived.extend(to_families(state.spec.name, facts))
-        yield from _merge(derived)
+            if state.last is not None and state.last.facts:
+                yield ("facts", state.spec.name), (state.last,), partial(self._facts, state)
+
+    def _facts(self, state: CheckState) -> list[Metric]:
+        """The families derived from one check's facts."""
+        if state.last is None:
+            return []
+        by_type: dict[type, list[Any]] = {}
+        for fact in state.last.facts:
+            by_type.setdefault(type(fact), []).append(fact)
+        derived: list[Metric] = []
+        for fact_type, facts in by_type.items():
+            to_families = self._fact_families.get(fact_type)
+            if to_families is not None:
+                derived.extend(to_families(state.spec.name, facts))
+        return _merge(derived)
 
 
 def _check_families(states: list[CheckState]) -> list[Metric]:

@@ -1,0 +1,118 @@
+"""/metrics rendered in parts: the same bytes as a full render, re-rendering only what
+changed, coalesced, and in chunks that let the event loop in (issue 19)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import generate_latest as generate_text
+from prometheus_client.openmetrics.exposition import generate_latest as generate_om
+
+from exporter.app import Medic
+from exporter.config import parse_config
+from exporter.metrics import exposition as exposition_module
+from exporter.metrics.exposition import Exposition, RenderLoop
+from tests.helpers import wait_until
+
+
+def _medic(tmp_path: Path) -> Medic:
+    (tmp_path / "model.bin").write_bytes(b"x")
+    config = parse_config(f"""
+data_dir: {tmp_path / "data"}
+checks:
+  - {{name: memory, type: host_memory}}
+  - {{name: root_a, type: disk, path: /}}
+  - {{name: root_b, type: disk, path: /}}
+  - {{name: weights, type: path, path: {tmp_path / "model.bin"}}}
+  - {{name: missing, type: path, path: {tmp_path / "absent.bin"}}}
+""", env={})  # fmt: skip
+    return Medic(config)
+
+
+def _steady(body: bytes) -> list[bytes]:
+    """Lines that do not change between two renders a moment apart."""
+    return [line for line in body.splitlines() if not line.startswith((b"process_", b"# EOF"))]
+
+
+def test_parts_join_into_the_bytes_a_full_render_makes(tmp_path: Path) -> None:
+    medic = _medic(tmp_path)
+    medic.health.run_all()
+    rendered = medic.exposition.render()
+    assert _steady(rendered.text) == _steady(generate_text(medic.registry))
+    assert _steady(rendered.openmetrics) == _steady(generate_om(medic.registry))  # type: ignore[no-untyped-call]
+    assert rendered.openmetrics.endswith(b"# EOF\n")
+    # Two disk checks of the same filesystem: its series once, as the full render has it.
+    avail = b"medic_filesystem_avail_bytes{"
+    root = [ln for ln in rendered.text.splitlines() if ln.startswith(avail) and b'"/"' in ln]
+    assert len(root) == 1
+    if medic.db is not None:
+        medic.db.close()
+
+
+def test_a_new_result_re_renders_its_check_alone(tmp_path: Path) -> None:
+    medic = _medic(tmp_path)
+    medic.health.run_all()
+    exposition = medic.exposition
+    exposition.render()
+    before = exposition.rendered_parts
+    exposition.render()  # nothing changed: only the parts without tokens (the small ones)
+    untokened = exposition.rendered_parts - before
+    before = exposition.rendered_parts
+    medic.health.run("weights")
+    text = exposition.render().text
+    # That check's facts and the check families; every other check's bytes were reused.
+    assert exposition.rendered_parts - before == untokened + 2
+    assert b'medic_check_success{check="weights"} 1.0' in text
+    (tmp_path / "model.bin").unlink()
+    medic.health.run("weights")
+    assert b'medic_check_success{check="weights"} 0.0' in exposition.render().text
+    if medic.db is not None:
+        medic.db.close()
+
+
+class _Counting(Exposition):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.renders = 0
+        self.rendered = threading.Event()
+
+    def render(self, pause=None):
+        rendered = super().render(pause)
+        self.renders += 1
+        self.rendered.set()
+        return rendered
+
+
+def test_a_burst_of_changes_is_one_render() -> None:
+    exposition = _Counting(CollectorRegistry())
+    loop = RenderLoop(exposition, min_interval=1.0)
+    loop.start()  # renders once
+    try:
+        wait_until(lambda: exposition.renders == 1, what="the first render")
+        exposition.rendered.clear()
+        for _ in range(1000):  # a thousand check results at once
+            loop.invalidate()
+        assert exposition.rendered.wait(5)
+        assert exposition.renders == 2
+    finally:
+        loop.stop()
+
+
+class _Big:
+    def collect(self):
+        family = GaugeMetricFamily("big", "Many series.", labels=["n"])
+        for n in range(1000):
+            family.add_metric([str(n)], float(n))
+        yield family
+
+
+def test_a_big_family_is_rendered_in_chunks_with_pauses_between() -> None:
+    registry = CollectorRegistry()
+    registry.register(_Big())
+    pauses: list[int] = []
+    rendered = Exposition(registry).render(lambda: pauses.append(1))
+    assert len(pauses) >= 1000 // exposition_module.CHUNK
+    assert rendered.text == generate_text(registry)
