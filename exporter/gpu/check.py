@@ -10,7 +10,7 @@ from typing import Any, Literal
 from exporter.checks.base import Observation
 from exporter.checks.runner import CallStuck, CallTimeout
 from exporter.clock import Clock, SystemClock
-from exporter.gpu.client import ABSENT_RETRY, worker_argv
+from exporter.gpu.client import ABSENT_RETRY, collect, worker_argv
 from exporter.gpu.facts import GpuDevice, GpuHealth, GpuProcess, NvmlState
 from exporter.gpu.pci import count_gpus
 from exporter.gpu.reader import LIBRARY_NOT_FOUND
@@ -129,7 +129,7 @@ class GpuCheck:
             return self._down(self._last_error, f"next try in {wait:.0f}s")
         worker = self._ensure_worker()
         try:
-            reply = worker.request({"op": "collect", "processes": self._processes}, self._timeout)
+            reply = collect(worker, self._processes, self._timeout)
         except WorkerTimeout:
             self._abandon(worker)
             raise CallTimeout(f"NVML did not answer within {self._timeout:g}s") from None

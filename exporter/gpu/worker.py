@@ -76,7 +76,15 @@ def serve_collect(nvml: ModuleType, stdin: TextIO, stdout: TextIO) -> None:
             continue
         if request.get("op") == "collect":
             reply = collector.collect(bool(request.get("processes")))
-            _send(stdout, reply)
+            gpus = reply.pop("gpus", None) if reply["ok"] else None
+            if gpus is None:
+                _send(stdout, reply)
+            else:
+                # A line per GPU after the reply: the parent parses each apart, so a busy
+                # host's thousands of processes never hold its GIL in one 2 ms json.loads.
+                _send(stdout, {**reply, "gpus_follow": len(gpus)})
+                for gpu in gpus:
+                    _send(stdout, gpu)
             if not reply["ok"] and reply["error"].get("code") == LIBRARY_NOT_FOUND:
                 return  # no NVML on this host: no helper stays (medic asks again later)
         else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 SCRAPE_RATE = 200.0
 """Scrapes per second while intake is in flight (Prometheus at a 1 s interval: 1/s)."""
@@ -28,8 +28,9 @@ class Lanes:
         rate: float = SCRAPE_RATE,
         burst: float = SCRAPE_BURST,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._rate, self._burst, self._clock = rate, burst, clock
+        self._rate, self._burst, self._clock, self._sleep = rate, burst, clock, sleep
         self._tokens = burst
         self._at = clock()
         self.intake_in_flight = 0
@@ -56,4 +57,4 @@ class Lanes:
         wait = (1.0 - self._tokens) / self._rate
         self._tokens -= 1.0  # taken now, paid for by the wait
         self.paced += 1
-        await asyncio.sleep(wait)
+        await self._sleep(wait)

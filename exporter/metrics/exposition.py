@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
@@ -77,33 +77,60 @@ def _split(body: bytes) -> tuple[bytes, bytes]:
 
 
 @dataclass(slots=True)
+class _Chunk:
+    """Up to CHUNK samples of a family and their lines in both formats."""
+
+    samples: list[Any]
+    text: bytes
+    om: bytes
+
+
+@dataclass(slots=True)
 class _Family:
-    """One family's rendering in both formats: header, sample lines."""
+    """One family's rendering in both formats: header, sample lines, and the chunks they
+    were joined from (kept to reuse what did not change)."""
 
     text_head: bytes
     text: bytes
     om_head: bytes
     om: bytes
+    chunks: list[_Chunk]
+    kind: tuple[str, str, str, str]
 
 
-def _render_family(family: Metric, pause: Callable[[], None]) -> _Family:
-    """Both formats, CHUNK series at a time with a pause between chunks."""
+def _render_family(family: Metric, before: _Family | None, pause: Callable[[], None]) -> _Family:
+    """Both formats, CHUNK series at a time with a pause after each chunk rendered; a
+    chunk whose samples equal the last rendering's is reused (a GPU check's thousands of
+    per-process series mostly repeat from one round to the next)."""
     samples = family.samples
-    text_parts, om_parts = [], []
-    text_head = om_head = b""
-    for at in range(0, max(1, len(samples)), CHUNK):
+    kind = (family.name, family.documentation, family.type, family.unit)
+    if before is not None and before.kind != kind:
+        before = None
+    old = before.chunks if before is not None else []
+    chunks: list[_Chunk] = []
+    text_head = before.text_head if before is not None else b""
+    om_head = before.om_head if before is not None else b""
+    for number, at in enumerate(range(0, max(1, len(samples)), CHUNK)):
+        part = samples[at : at + CHUNK]
+        if number < len(old) and old[number].samples == part:
+            chunks.append(old[number])
+            continue
         piece = Metric(family.name, family.documentation, family.type, family.unit)
-        piece.samples = samples[at : at + CHUNK]
+        piece.samples = part
         snapshot = _Snapshot([piece])
         head, lines = _split(generate_text(snapshot))
         om_head_, om_lines = _split(generate_om(snapshot).removesuffix(b"# EOF\n"))  # type: ignore[no-untyped-call]
-        if at == 0:
+        if number == 0:
             text_head, om_head = head, om_head_
-        text_parts.append(lines)
-        om_parts.append(om_lines)
+        chunks.append(_Chunk(part, lines, om_lines))
         if len(samples) > CHUNK:
             pause()
-    return _Family(text_head, b"".join(text_parts), om_head, b"".join(om_parts))
+    if len(chunks) == 1:
+        text, om = chunks[0].text, chunks[0].om
+    else:
+        text = b"".join(c.text for c in chunks)
+        om = b"".join(c.om for c in chunks)
+    return _Family(text_head, text, om_head, om, chunks, kind)
 
 
 @dataclass(slots=True)
@@ -217,7 +244,9 @@ class Exposition:
             for key, token, collect in self._parts_now():
                 cached = self._parts.get(key)
                 if cached is None or token is None or not _same(cached.token, token):
-                    families = [(f.name, _render_family(f, pause)) for f in collect()]
+                    before = dict(cached.families) if cached is not None else {}
+                    families = [(f.name, _render_family(f, before.get(f.name), pause))
+                                for f in collect()]  # fmt: skip
                     cached = _Rendered(token, families)
                     self.rendered_parts += 1
                     pause()

@@ -24,7 +24,7 @@ from typing import Protocol
 import psutil
 
 from exporter.config.recovery import HygieneConfig
-from exporter.gpu.client import worker_argv
+from exporter.gpu.client import collect, worker_argv
 from exporter.helper import WorkerDied, WorkerProcess, WorkerTimeout, let_go
 
 POLL = 0.05
@@ -56,7 +56,7 @@ class NvmlProcesses:
         except OSError as exc:
             raise GpuUnreadable(f"cannot start the NVML helper: {exc}") from exc
         try:
-            reply = worker.request({"op": "collect", "processes": True}, self._timeout)
+            reply = collect(worker, True, self._timeout)
         except WorkerTimeout:
             raise GpuUnreadable(f"NVML did not answer within {self._timeout:g}s") from None
         except WorkerDied as exc:

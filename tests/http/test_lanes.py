@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from exporter.http import lanes as lanes_module
 from exporter.http.lanes import Lanes
 
 
@@ -18,21 +17,23 @@ class Clock:
         return self.now
 
 
+class Waits:
+    def __init__(self) -> None:
+        self.clock, self.waited = Clock(), list[float]()
+
+    async def sleep(self, seconds: float) -> None:
+        self.waited.append(seconds)
+        self.clock.now += seconds  # the wait passes on the lanes' clock
+
+
 @pytest.fixture
-def waits(monkeypatch: pytest.MonkeyPatch) -> tuple[Clock, list[float]]:
-    clock, waited = Clock(), []
-
-    async def sleep(seconds: float) -> None:
-        waited.append(seconds)
-        clock.now += seconds  # the wait passes on the lanes' clock
-
-    monkeypatch.setattr(lanes_module.asyncio, "sleep", sleep)
-    return clock, waited
+def waits() -> Waits:
+    return Waits()
 
 
 def test_scrapes_are_never_paced_without_intake_in_flight(waits) -> None:
-    clock, waited = waits
-    lanes = Lanes(rate=100.0, burst=5.0, clock=clock)
+    clock, waited = waits.clock, waits.waited
+    lanes = Lanes(rate=100.0, burst=5.0, clock=clock, sleep=waits.sleep)
 
     async def scrapes() -> None:
         for _ in range(1000):  # back to back, no time passing
@@ -43,8 +44,8 @@ def test_scrapes_are_never_paced_without_intake_in_flight(waits) -> None:
 
 
 def test_a_runaway_scraper_gets_the_rate_while_intake_is_in_flight(waits) -> None:
-    clock, waited = waits
-    lanes = Lanes(rate=100.0, burst=5.0, clock=clock)
+    clock, waited = waits.clock, waits.waited
+    lanes = Lanes(rate=100.0, burst=5.0, clock=clock, sleep=waits.sleep)
 
     async def scrapes(count: int) -> None:
         for _ in range(count):
