@@ -256,11 +256,7 @@ class Exposition:
             self._parts = kept  # parts that left (a check removed) are forgotten
             text, openmetrics = _join(order)
             rendered = Rendered(
-                text,
-                gzip.compress(text, compresslevel=6, mtime=0),  # zlib lets go of the GIL
-                openmetrics,
-                gzip.compress(openmetrics, compresslevel=6, mtime=0),
-                self._clock.time(),
+                text, _gzip(text), openmetrics, _gzip(openmetrics), self._clock.time()
             )
             self._current = rendered
             return rendered
@@ -274,6 +270,16 @@ class Exposition:
             return body, CONTENT_TYPE_OM, "gzip" if gz else None
         body = current.text_gz if gz else current.text
         return body, CONTENT_TYPE_PLAIN_0_0_4, "gzip" if gz else None
+
+
+GZIP_FAST_ABOVE = 64 * 1024
+"""Bodies above this are gzipped at level 1: a 5,000-series body in a third of level 6's
+time, about a fifth larger (zlib lets go of the GIL either way: this is CPU, not latency)."""
+
+
+def _gzip(body: bytes) -> bytes:
+    level = 1 if len(body) > GZIP_FAST_ABOVE else 6
+    return gzip.compress(body, compresslevel=level, mtime=0)
 
 
 def _no_pause() -> None:
