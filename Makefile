@@ -56,12 +56,16 @@ stack:
 	@scripts/fetch-stack.sh
 	@scripts/fetch-model-server.sh
 
-## Benchmarks; figures go to BENCHMARKS.md by hand, with the command that made them.
+## Benchmarks; figures go to BENCHMARKS.md by hand, with the command that made them. Each
+## prints its same-run anchors (bench/anchors.py: node_exporter and nginx from Debian,
+## unpacked into .stack/bench by scripts/fetch-bench-stack.sh, not installed).
 venv-bench:
 	@scripts/bootstrap-venv.sh test,torch,bench
 
 bench: venv-bench stack
 	@scripts/ensure-wrk.sh
+	@scripts/fetch-bench-stack.sh
+	$(PY) -m bench.flat
 	$(PY) -m bench.scrape
 	$(PY) -m bench.gpu
 	$(PY) -m bench.breaker

@@ -57,6 +57,9 @@ class Sweep:
 
 SWEEP_BATCH = 500
 """Rows one step of a sweep may change: a few milliseconds of the writer at most."""
+SWEEP_DUTY = 0.25
+"""The share of time sweep steps may take: after a step of d seconds the next waits 3d
+(queued writes go in between at once). A prune of 2,000,000 rows: about 40 s."""
 
 DB_FILE = "medic.db"
 """medic's database in its data directory: breaker state and the recovery journal."""
@@ -87,6 +90,8 @@ class Database:
         self._retries: list[tuple[float, int, Group]] = []  # heap: (due, seq, group)
         self._retry_seq = 0
         self._sweeps: deque[Sweep] = deque()
+        self._sweep_at = 0.0
+        """When the next sweep step may run (monotonic; see SWEEP_DUTY)."""
         self._batch: Future[bool] = _batch_future()
         self._queued = 0
         self._stopping = False
@@ -254,10 +259,13 @@ class Database:
                     self._retries.clear()
                     return [], self._batch, last
                 due = self._due()
-                if due or self._sweeps:
+                now = time.monotonic()
+                if due or (self._sweeps and now >= self._sweep_at):
                     return [], self._batch, due
-                wait = self._retries[0][0] - time.monotonic() if self._retries else None
-                self._work.wait(wait)
+                waits = [self._retries[0][0] - now] if self._retries else []
+                if self._sweeps:
+                    waits.append(self._sweep_at - now)
+                self._work.wait(min(waits) if waits else None)
             # No linger for more rows: under load they queue up while the previous batch
             # commits, and a wait here delays every action's start (BENCHMARKS.md, issue 12).
             batch, self._pending = self._pending, []
@@ -311,11 +319,14 @@ class Database:
             self._sweep_step()  # one step between batches: a flood of writes never stops it
 
     def _sweep_step(self) -> None:
-        """One run of the oldest sweep, in its own transaction (writer thread only)."""
+        """One run of the oldest sweep, in its own transaction, when one is due (writer
+        thread only). Steps take at most SWEEP_DUTY of the writer's time: a prune of
+        millions of rows is a background trickle, never a core taken from the answers."""
         with self._pending_lock:
-            if not self._sweeps or self._stopping:
+            if not self._sweeps or self._stopping or time.monotonic() < self._sweep_at:
                 return
             sweep = self._sweeps[0]
+        began = time.monotonic()
         try:
             with self._lock, self._conn:  # BEGIN ... COMMIT, or ROLLBACK on error
                 self._conn.execute("BEGIN")
@@ -323,6 +334,8 @@ class Database:
         except sqlite3.Error as exc:
             log.warning("a journal sweep failed (%s); it runs again at the next prune", exc)
             changed = -1
+        took = time.monotonic() - began
+        self._sweep_at = began + took / SWEEP_DUTY
         if changed > 0:
             sweep.changed += changed
             return
