@@ -2,8 +2,10 @@
 
     .venv/bin/python -m bench.gpu [--rounds 200] [--duration 5]
 
-The fake NVML reads its JSON state file on every call, so a round here costs more than on
-real NVML for the Python work around it; the figures bound medic's own overhead from above.
+The fake NVML looks at its JSON state file on every call (a stat() while the file is
+settled), so a round here costs more than on real NVML for the Python work around it; the
+figures bound medic's own overhead from above. A second round size, 8 GPUs x 500 processes,
+is a busy inference host's payload.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.anchors import machine_floor_ms
 from bench.scrape import get, start_medic, stop, wrk
 from exporter.gpu import fakenvml
 from exporter.gpu.check import GpuCheck
@@ -79,14 +82,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--duration", type=int, default=5)
     args = parser.parse_args()
+    floor = machine_floor_ms()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ[fakenvml.ENV] = str(Path(tmp) / "round.json")
         (Path(tmp) / "round.json").write_text(json.dumps(fakenvml.make_state(8)))
         cost = round_cost(args.rounds)
+        # A busy host: 500 processes on each GPU (issue 19: the fake took 11.5 s a round).
+        busy = fakenvml.make_state(8)
+        for index, gpu in enumerate(busy["gpus"]):
+            gpu["processes"] = [{"pid": 100_000 + index * 1000 + n, "name": f"worker-{n}",
+                                 "used": 2**20} for n in range(500)]  # fmt: skip
+        (Path(tmp) / "round.json").write_text(json.dumps(busy))
+        os.utime(Path(tmp) / "round.json", (1, 1))  # settled, as between a test's edits
+        busy_cost = round_cost(max(10, args.rounds // 10))
+        (Path(tmp) / "round.json").write_text(json.dumps(fakenvml.make_state(8)))
         healthy, hung = metrics_while_hung(Path(tmp), args.duration)
-    print(f"collection round, 8 fake GPUs with processes, {args.rounds} rounds:")
-    print(f"  wall {cost['wall_ms']:.2f} ms; CPU medic {cost['parent_cpu_ms']:.2f} ms, "
-          f"NVML helper {cost['helper_cpu_ms']:.2f} ms per round")  # fmt: skip
+    print(f"machine floor (bench.anchors, fixed Python workload): {floor:.1f} ms")
+    for label, each in (("8 fake GPUs", cost), ("8 fake GPUs x 500 processes", busy_cost)):
+        wall, medic, helper = each["wall_ms"], each["parent_cpu_ms"], each["helper_cpu_ms"]
+        print(f"collection round, {label}: wall {wall:.2f} ms ({wall / floor:.3f}x the "
+              f"floor); CPU medic {medic:.2f} ms, NVML helper {helper:.2f} ms")  # fmt: skip
     print()
     print("| /metrics, c=1 | p50 ms | p99 ms | scrapes/s |")
     print("|---|---|---|---|")

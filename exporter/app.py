@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from exporter.checks import CheckResult, HealthChecker
+from exporter.checks import CheckResult
 from exporter.checks.base import Observation, Probe
-from exporter.checks.factory import build_check, wire_progress
+from exporter.checks.disk import read_mounts
+from exporter.checks.factory import build_health
+from exporter.checks.fsprobe import SharedHelpers
 from exporter.clock import Clock, SystemClock
 from exporter.config import (
     BreakerConfig,
@@ -140,10 +142,9 @@ class Medic:
         self.config = config = as_config(config)
         self.clock = clock or SystemClock()
         self.events = EventHub(self.clock)
-        self.health = HealthChecker(self.clock)
-        for check in config.checks:
-            self.health.register(build_check(check, self.clock))
-        wire_progress(self.health, config.checks)
+        # One filesystem helper per mount, shared by the disk and path checks on it.
+        self.fs_helpers = SharedHelpers(read_mounts)
+        self.health = build_health(config.checks, self.clock, self.fs_helpers)
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.registry.register(ExporterCollector(__version__, abandoned=released_by_kind))
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds ...:

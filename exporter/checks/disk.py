@@ -11,7 +11,7 @@ import psutil
 
 from exporter import fsworker
 from exporter.checks.base import Observation
-from exporter.checks.fsprobe import FsHelper
+from exporter.checks.fsprobe import Helper
 
 Mounts = Callable[[], list[tuple[str, str]]]
 
@@ -56,7 +56,7 @@ class DiskCheck:
         min_avail_ratio: float = 0.05,
         min_avail_bytes: int = 0,
         mounts: Mounts = read_mounts,
-        helper: FsHelper | None = None,
+        helper: Helper | None = None,
     ) -> None:
         self._path = str(path)
         self._min_ratio = min_avail_ratio

@@ -7,7 +7,7 @@ from typing import Any
 
 from exporter.checks.base import CheckSpec, Observation, Probe
 from exporter.checks.disk import DiskCheck
-from exporter.checks.fsprobe import FsHelper
+from exporter.checks.fsprobe import FsHelper, Helper, SharedHelpers
 from exporter.checks.host import HostMemoryCheck
 from exporter.checks.paths import PathCheck
 from exporter.checks.process import ProcessProbe
@@ -89,9 +89,9 @@ BUILDERS: dict[type, Callable[[Any, Clock | None], Probe]] = {
     HostMemoryCheckConfig: lambda c, _: HostMemoryCheck(c.min_available_ratio,
                                                         c.min_available_bytes),
     DiskCheckConfig: lambda c, _: DiskCheck(c.path, c.min_avail_ratio, c.min_avail_bytes,
-                                            helper=FsHelper(c.name, c.timeout)),
+                                            helper=_helper(c, None)),
     PathCheckConfig: lambda c, _: PathCheck(c.path, c.kind, c.min_size, c.readable,
-                                            c.non_empty, helper=FsHelper(c.name, c.timeout)),
+                                            c.non_empty, helper=_helper(c, None)),
     GpuCheckConfig: _gpu,
     TorchCheckConfig: lambda _c, _: TorchMemoryCheck(),
     InProcessCheckConfig: lambda c, _: Unregistered(c.name),
@@ -105,15 +105,32 @@ BUILDERS: dict[type, Callable[[Any, Clock | None], Probe]] = {
 """How each check type's probe is made; a new check type adds its entry here."""
 
 
-def build_probe(config: CheckConfig, clock: Clock | None = None) -> Probe:
-    """The probe a check config describes."""
+def _helper(config: DiskCheckConfig | PathCheckConfig, shared: SharedHelpers | None) -> Helper:
+    if shared is None:
+        return FsHelper(config.name, config.timeout)
+    return shared.helper(str(config.path), config.timeout)
+
+
+def build_probe(
+    config: CheckConfig, clock: Clock | None = None, helpers: SharedHelpers | None = None
+) -> Probe:
+    """The probe a check config describes; disk and path checks take their filesystem
+    helper from `helpers` (one per mount) when given, else one of their own."""
+    if helpers is not None and isinstance(config, DiskCheckConfig):
+        return DiskCheck(config.path, config.min_avail_ratio, config.min_avail_bytes,
+                         helper=_helper(config, helpers))  # fmt: skip
+    if helpers is not None and isinstance(config, PathCheckConfig):
+        return PathCheck(config.path, config.kind, config.min_size, config.readable,
+                         config.non_empty, helper=_helper(config, helpers))  # fmt: skip
     builder = BUILDERS.get(type(config))
     if builder is None:
         raise TypeError(f"no probe for check type {type(config).__name__}")
     return builder(config, clock)
 
 
-def build_check(config: CheckConfig, clock: Clock | None = None) -> CheckSpec:
+def build_check(
+    config: CheckConfig, clock: Clock | None = None, helpers: SharedHelpers | None = None
+) -> CheckSpec:
     """A CheckSpec ready to register with a HealthChecker."""
     # Probes that bound their own runs (helper processes, HTTP/TCP deadlines) report their
     # own timeout; the runner's deadline is the backstop.
@@ -122,7 +139,7 @@ def build_check(config: CheckConfig, clock: Clock | None = None) -> CheckSpec:
     margin = HELPER_RUNNER_MARGIN if isinstance(config, helped) else 0.0
     return CheckSpec(
         name=config.name,
-        probe=build_probe(config, clock),
+        probe=build_probe(config, clock, helpers),
         interval=config.interval,
         timeout=config.timeout + margin,
         critical=config.critical,
@@ -131,6 +148,18 @@ def build_check(config: CheckConfig, clock: Clock | None = None) -> CheckSpec:
         success_threshold=config.success_threshold,
         start_period=config.start_period,
     )
+
+
+def build_health(
+    configs: Iterable[CheckConfig], clock: Clock, helpers: SharedHelpers | None = None
+) -> HealthChecker:
+    """A HealthChecker with every configured check registered and wired."""
+    health = HealthChecker(clock)
+    configs = list(configs)
+    for config in configs:
+        health.register(build_check(config, clock, helpers))
+    wire_progress(health, configs)
+    return health
 
 
 def wire_progress(health: HealthChecker, configs: Iterable[CheckConfig]) -> None:

@@ -1,4 +1,7 @@
-"""Parent side of the filesystem helper (exporter/fsworker.py): one helper per check.
+"""Parent side of the filesystem helper (exporter/fsworker.py): one helper per mount.
+
+The checks of one mount share its helper (SharedHelpers): a hung mount blocks every probe
+of it alike, so a helper per check bought nothing but memory (13 MiB each).
 
 A request that overruns its deadline means the mount is hung: the helper is killed (the
 signal lands when its call returns; a filesystem call, unlike a driver call, is safe to
@@ -12,7 +15,8 @@ import os
 import sys
 import threading
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from exporter.checks.runner import CallStuck, CallTimeout
 from exporter.helper import WorkerDied, WorkerProcess, WorkerTimeout, let_go
@@ -38,9 +42,11 @@ class FsHelper:
         self._closed = False
         weakref.finalize(self, _let_all_go, self._current)
 
-    def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        """The helper's answer; CallTimeout when it does not come in time, CallStuck while
-        an abandoned helper of this check is still blocked."""
+    def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """The helper's answer within `timeout` (the helper's own by default); CallTimeout
+        when it does not come in time, CallStuck while an abandoned helper of this check is
+        still blocked."""
+        timeout = self._timeout if timeout is None else timeout
         with self._lock:
             self._abandoned = [w for w in self._abandoned if w.alive()]
             if self._abandoned:
@@ -56,12 +62,12 @@ class FsHelper:
                 _let_all_go(self._current)
                 raise CallStuck(f"{self._name}: closed")
             try:
-                return worker.request(message, self._timeout)
+                return worker.request(message, timeout)
             except WorkerTimeout:
                 self._abandoned.append(worker)
                 self._forget(worker)
                 raise CallTimeout(
-                    f"{message.get('path')}: no answer within {self._timeout:g}s (hung mount?)"
+                    f"{message.get('path')}: no answer within {timeout:g}s (hung mount?)"
                 ) from None
             except WorkerDied:
                 self._forget(worker)
@@ -92,3 +98,85 @@ def _let_all_go(workers: list[WorkerProcess]) -> None:
         worker = workers.pop()
         worker.kill()
         let_go(worker)
+
+
+class Helper(Protocol):
+    """What a disk or path check asks of its filesystem helper."""
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The helper's answer (CallTimeout, CallStuck as FsHelper.request)."""
+        ...
+
+    def stuck(self) -> bool:
+        """True while an abandoned probe has not returned."""
+        ...
+
+    def close(self) -> None:
+        """This check is done with it."""
+        ...
+
+
+class SharedHelpers:
+    """One FsHelper per mount, shared by the checks of that mount; created by the
+    composition root and handed to the check factory."""
+
+    def __init__(self, mounts: Callable[[], list[tuple[str, str]]]) -> None:
+        self._mounts = mounts
+        self._lock = threading.Lock()
+        self._helpers: dict[str, tuple[FsHelper, int]] = {}
+
+    def helper(self, path: str, timeout: float) -> Helper:
+        """A handle on the helper of the mount that holds `path` (by its text: resolving
+        symlinks could itself block on a hung mount); requests keep `timeout`."""
+        mountpoint = _mount_of(os.path.abspath(path), self._mounts())
+        with self._lock:
+            shared, users = self._helpers.get(mountpoint, (None, 0))
+            if shared is None:
+                shared = FsHelper(f"helper of {mountpoint}", timeout)
+            self._helpers[mountpoint] = (shared, users + 1)
+        return _Handle(self, mountpoint, shared, timeout)
+
+    def release(self, mountpoint: str) -> None:
+        """One check let go; the last closes the helper."""
+        with self._lock:
+            shared, users = self._helpers[mountpoint]
+            if users > 1:
+                self._helpers[mountpoint] = (shared, users - 1)
+                return
+            del self._helpers[mountpoint]
+        shared.close()
+
+    @property
+    def mounts(self) -> list[str]:
+        """The mounts that have a helper."""
+        with self._lock:
+            return sorted(self._helpers)
+
+
+class _Handle:
+    def __init__(self, pool: SharedHelpers, mountpoint: str, shared: FsHelper,
+                 timeout: float) -> None:  # fmt: skip
+        self._pool, self._mountpoint, self._shared = pool, mountpoint, shared
+        self._timeout = timeout
+        self._closed = False
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        return self._shared.request(message, self._timeout)
+
+    def stuck(self) -> bool:
+        return self._shared.stuck()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pool.release(self._mountpoint)
+
+
+def _mount_of(path: str, mounts: list[tuple[str, str]]) -> str:
+    """The longest mountpoint that is a prefix of path ("/" when none is)."""
+    best = "/"
+    for mountpoint, _ in mounts:
+        inside = path == mountpoint or path.startswith(mountpoint.rstrip("/") + "/")
+        if inside and len(mountpoint) >= len(best):
+            best = mountpoint
+    return best

@@ -8,7 +8,7 @@ from typing import Literal
 
 from exporter import fsworker
 from exporter.checks.base import Observation
-from exporter.checks.fsprobe import FsHelper
+from exporter.checks.fsprobe import Helper
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class PathCheck:
         readable: bool = True,
         non_empty: bool = False,
         *,
-        helper: FsHelper | None = None,
+        helper: Helper | None = None,
     ) -> None:
         self._path = str(path)
         self._kind = kind

@@ -78,3 +78,38 @@ def test_a_helper_blocked_on_a_fifo_ends_when_medic_is_gone(tmp_path: Path) -> N
         return state != "Z"
 
     wait_until(lambda: not alive(), timeout=10, what="the orphaned helper to exit")
+
+
+def _helper_pids() -> set[int]:
+    import psutil
+
+    found = set()
+    for child in psutil.Process().children():
+        try:
+            if child.status() != "zombie" and "exporter.fsworker" in child.cmdline():
+                found.add(child.pid)
+        except psutil.Error:  # exited meanwhile
+            continue
+    return found
+
+
+def test_the_checks_of_one_mount_share_one_helper(tmp_path: Path) -> None:
+    from exporter.checks.fsprobe import SharedHelpers
+
+    mounts = [("/", "ext4"), (str(tmp_path / "nfs"), "nfs4")]
+    (tmp_path / "nfs").mkdir()
+    before = _helper_pids()
+    pool = SharedHelpers(lambda: mounts)
+    root_a = pool.helper(str(tmp_path / "a"), timeout=10)
+    root_b = pool.helper(str(tmp_path / "b"), timeout=10)
+    nfs = pool.helper(str(tmp_path / "nfs" / "weights"), timeout=10)
+    for handle in (root_a, root_b, nfs):
+        assert handle.request({"op": "statvfs", "path": str(tmp_path)})["ok"]
+    assert pool.mounts == sorted(["/", str(tmp_path / "nfs")])
+    assert len(_helper_pids() - before) == 2  # a helper per mount, not per check
+    root_a.close()
+    assert root_b.request({"op": "statvfs", "path": str(tmp_path)})["ok"]  # still served
+    root_b.close()
+    nfs.close()
+    assert pool.mounts == []
+    wait_until(lambda: not _helper_pids() - before, what="every helper to exit")
