@@ -487,6 +487,12 @@ def bench_journal(rows: int, seconds: float) -> None:
         finally:
             stop(proc)
 
+
+def bench_prune(rows: int, seconds: float) -> None:
+    from exporter.storage.sqlite import DB_FILE
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
         # The prune: 2 x rows attempts older than max_age, swept at start.
         old = root / "old"
         old.mkdir()
@@ -548,7 +554,7 @@ def bench_rss() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="metrics,intake,journal,rss")
+    parser.add_argument("--only", default="rss,metrics,intake,journal,prune")
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
@@ -562,6 +568,8 @@ def main() -> None:
         bench_intake(args.duration)
     if "journal" in parts:
         bench_journal(args.rows, seconds=10.0)
+    if "prune" in parts:
+        bench_prune(args.rows, seconds=10.0)
 
 
 if __name__ == "__main__":

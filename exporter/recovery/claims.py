@@ -17,6 +17,7 @@ a journal, the oldest closed keys are forgotten.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import Future
@@ -29,6 +30,8 @@ from exporter.recovery.episode import Episode
 from exporter.recovery.journal import Journal, Opened
 from exporter.recovery.types import QUEUED, RESOLVED, FailureEvent
 
+FILL_STEP = 256
+"""Keys the filter takes in per hold of the claims' lock while it fills (under a ms)."""
 DURABLE_SOURCES = frozenset({"alert", "api", "check"})
 """Sources that retry when refused: they are only accepted with a journal to hold them.
 (An embedding app's own report has no one to lose it to: it dies with the process.)"""
@@ -94,11 +97,16 @@ class Claims:
         nor any claim waits for a long journal. Until it ends, each key memory does not
         know costs a read of the journal instead of a few hashes. False if stopped."""
         for chunk in chunks:
-            if stop is not None and stop.is_set():
-                return False
-            with self.lock:
-                for key in chunk:
-                    self._forgot.add(key)
+            for at in range(0, len(chunk), FILL_STEP):
+                if stop is not None and stop.is_set():
+                    return False
+                began = time.perf_counter()
+                with self.lock:  # briefly: claims wait for it (5,000 keys held it 15 ms)
+                    for key in chunk[at : at + FILL_STEP]:
+                        self._forgot.add(key)
+                # Half a core at most: a start with millions of closed episodes fills in
+                # seconds without taking the GIL from the answers meanwhile.
+                time.sleep(time.perf_counter() - began)
         self._unsure = False
         return True
 

@@ -353,14 +353,23 @@ class Journal:
         return str(rows[0][0]) if rows else None
 
     def closed_keys(self, before: int, chunk: int = 5000) -> Iterator[list[str]]:
-        """The keys of closed episodes with ids below `before`, a chunk at a time, read on a
-        reader connection of their own (Claims fills its filter from them after start)."""
+        """The keys of closed episodes with ids below `before`, a chunk at a time (Claims
+        fills its filter from them after start). Each chunk is a short read of its own,
+        by id: a read held open for the whole fill would keep checkpoints from finishing
+        and the WAL growing while a prune deletes millions of rows."""
         if self.db is None:
             return
-        yield from self.db.stream(
-            "SELECT dedup_key FROM recovery_episodes WHERE id < ? AND dedup_key IS NOT NULL "  # noqa: S608
-            f"AND state NOT IN {_OPEN}", (before,), chunk,
-        )  # fmt: skip
+        after = 0
+        while True:
+            rows = self.db.query(
+                "SELECT id, dedup_key FROM recovery_episodes WHERE id > ? AND id < ? "  # noqa: S608
+                f"AND dedup_key IS NOT NULL AND state NOT IN {_OPEN} ORDER BY id LIMIT ?",
+                (after, before, chunk),
+            )  # fmt: skip
+            if not rows:
+                return
+            after = int(rows[-1][0])
+            yield [str(key) for _, key in rows]
 
     def _trim_attempts(self) -> None:
         """Retention by count, continuously: the attempts beyond the newest max_count are
