@@ -39,8 +39,9 @@ import httpx
 import psutil
 
 from bench import anchors
-from bench.scrape import PROMETHEUS_ACCEPT, get, stop, wrk
+from bench.scrape import PROMETHEUS_ACCEPT, get, start_medic, stop, wrk
 from bench.webhook import BODY, LUA, post_load
+from bench.webhook import CONFIG as WEBHOOK_BASE
 
 FIRING = BODY.read_text()
 FINGERPRINT = "3fd52ad045646600"
@@ -64,21 +65,8 @@ def spawn(
     config: Path, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str, float]:
     """`medic run` on a free port; (process, base URL, seconds from spawn to /-/ready)."""
-    port = anchors.free_port()
-    base = f"http://127.0.0.1:{port}"
     began = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "run", "--config", str(config),
-         "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})},
-    )  # fmt: skip
-    deadline = began + 120
-    while get(f"{base}/-/ready")[0] != 200:
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise SystemExit(f"medic did not become ready (status {proc.poll()})")
-        time.sleep(0.005)
+    proc, base = start_medic(config, env)
     return proc, base, time.monotonic() - began
 
 
@@ -203,25 +191,14 @@ def bench_metrics(duration: int, rounds: int = 3) -> None:
 
 
 # --- intake -----------------------------------------------------------------------------
-WEBHOOK_CONFIG = """
-data_dir: {data}
-log_level: error
-checks:
-  - {{name: host_memory, type: host_memory, min_available_ratio: 0}}
-recovery:
-  queue_size: 100000
-  max_waiting_per_type: 100000
-  cooldown: {{base: 1h}}
-  retention: {{max_count: {rows}, max_episodes: {rows}}}
-  actions:
-    restart: {{type: command, argv: ["true"]}}
-  failures:
-    generation_pipeline_error: {{ladder: [restart]}}
-webhook:
-  routes:
-    - matchers: ['alertname="LabFlagHigh"']
-      failure_type: generation_pipeline_error
-"""
+# bench.webhook's config, with a cooldown (an alert storm: after the first episode each
+# new one is journaled as skipped, no process per alert) and retention above the journal.
+WEBHOOK_CONFIG = WEBHOOK_BASE.replace(
+    "  queue_size: 100000\n",
+    "  queue_size: 100000\n  max_waiting_per_type: 100000\n  cooldown: {{base: 1h}}\n"
+    "  retention: {{max_count: {rows}, max_episodes: {rows}}}\n",
+)
+assert "retention" in WEBHOOK_CONFIG
 
 
 def webhook_config(root: Path, rows: int = 100_000) -> Path:
