@@ -4,8 +4,9 @@
                                    [--rows 1000000]
 
 - metrics: /metrics c1 p50/p99 at ~100 and ~5,000 series while check results arrive every
-  second, beside node_exporter and nginx serving medic's exact 5,000-series bytes; medic's
-  idle CPU at both sizes.
+  second (each fake GPU's utilization, temperature and power change every second),
+  beside node_exporter and nginx serving medic's exact 5,000-series bytes; medic's idle
+  CPU at both sizes.
 - intake: webhook notifications/s at c16 alone, with a back-to-back scraper on medic, and
   with the same scraper on nginx (the floor: what the scraper's own CPU costs), beside a
   bare Starlette endpoint.
@@ -124,6 +125,36 @@ def metrics_config(root: Path, processes: int) -> tuple[Path, dict[str, str]]:
     return config, env
 
 
+@contextmanager
+def changing(state: Path) -> Iterator[None]:
+    """While the block runs, every second: new utilization, temperature and power for each
+    fake GPU (a real driver's figures change every round; its processes rarely do)."""
+    done = threading.Event()
+
+    def churn() -> None:
+        tick = 0
+        while not done.wait(1.0):
+            if not state.exists():
+                continue
+            tick += 1
+            current = json.loads(state.read_text())
+            for gpu in current["gpus"]:
+                gpu["utilization"] = (tick * 7 + len(gpu["uuid"])) % 100
+                gpu["temperature"] = 40 + tick % 30
+                gpu["power_mw"] = 200_000 + tick * 1000 % 100_000
+            temporary = state.with_suffix(".tmp")
+            temporary.write_text(json.dumps(current))
+            temporary.replace(state)
+
+    thread = threading.Thread(target=churn, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=5)
+
+
 def _scrapes(url: str, duration: int, gzip: bool) -> dict[str, float]:
     headers = {"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"} if gzip else {}
     return wrk(url, 1, duration, headers)
@@ -139,7 +170,7 @@ def bench_metrics(duration: int, rounds: int = 3) -> None:
     big_body = b""
     for _ in range(rounds):
         for label, processes in sizes:
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory() as tmp, changing(Path(tmp) / "nvml.json"):
                 config, env = metrics_config(Path(tmp), processes)
                 proc, base, _ = spawn(config, env)
                 try:
