@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest as generate_text
@@ -116,3 +117,27 @@ def test_a_big_family_is_rendered_in_chunks_with_pauses_between() -> None:
     rendered = Exposition(registry).render(lambda: pauses.append(1))
     assert len(pauses) >= 1000 // exposition_module.CHUNK
     assert rendered.text == generate_text(registry)
+
+
+@pytest.mark.parametrize("segmented", [True, False])
+def test_gzip_bodies_are_one_member_any_decoder_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, segmented: bool
+) -> None:
+    import gzip
+    import zlib
+
+    if segmented:  # a family at a time, as bodies above 64 KiB are
+        monkeypatch.setattr(exposition_module, "SEGMENTED_ABOVE", 0)
+    medic = _medic(tmp_path)
+    medic.health.run_all()
+    first = medic.exposition.render()
+    medic.health.run("weights")  # a part re-rendered, the others' segments reused
+    rendered = medic.exposition.render()
+    for body, gz in ((first.text, first.text_gz), (rendered.text, rendered.text_gz),
+                     (rendered.openmetrics, rendered.openmetrics_gz)):  # fmt: skip
+        assert gzip.decompress(gz) == body
+        # A decoder that reads one member only (zlib's, httpx's) gets all of it too.
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        assert decoder.decompress(gz) == body and decoder.eof and not decoder.unused_data
+    if medic.db is not None:
+        medic.db.close()
