@@ -171,7 +171,7 @@ class RecoveryEngine:
         self._live = 0  # episode tasks not finished (wait_idle)
         self._accepting = False
         self._stopping = False
-        self._filling = threading.Event()
+        self._stop_fill = threading.Event()
         """Set at stop: the dedup filter's fill from the journal ends (see Claims.fill)."""
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -183,7 +183,7 @@ class RecoveryEngine:
             # The dedup filter learns the older closed keys after start, not before it.
             keys = self._journal.closed_keys(opened.older_before)
             threading.Thread(
-                target=self.claims.fill, args=(keys, self._filling), name="medic-dedup-fill",
+                target=self.claims.fill, args=(keys, self._stop_fill), name="medic-dedup-fill",
                 daemon=True,
             ).start()  # fmt: skip
         if opened.stray:
@@ -220,7 +220,7 @@ class RecoveryEngine:
         """Refuse new events; cut off running ladders (an in-process action is recorded as
         interrupted, a command goes on for the next medic to adopt); stop the loop."""
         self._accepting = False
-        self._filling.set()
+        self._stop_fill.set()
         loop = self._loop
         if loop is None or not loop.is_running():
             return

@@ -59,7 +59,8 @@ class Opened:
     stray: int
     """Running attempts of the first journal layout, now closed as interrupted."""
     older_before: int | None = None
-    """The journal holds closed episodes older than `closed`: ids below this (None: none)."""
+    """The journal may hold closed episodes older than `closed`: ids below this (None: it
+    holds none)."""
 
 
 class Journal:
@@ -346,7 +347,7 @@ class Journal:
         journal has no episode for it. A short read that never waits for a commit."""
         if self.db is None:
             return None
-        rows = self.db.lookup(
+        rows = self.db.query(
             "SELECT CASE WHEN resolved THEN 'resolved' ELSE state END FROM recovery_episodes "
             "WHERE dedup_key = ?", (key,),
         )  # fmt: skip

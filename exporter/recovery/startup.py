@@ -31,8 +31,8 @@ class Stored:
     next_attempt: int
     next_episode: int
     older_before: int | None
-    """The journal holds closed episodes beyond the newest closed_kept: those with ids below
-    this (None when it holds no more). Never read at start: see Journal.closed_keys."""
+    """The journal may hold closed episodes beyond the newest closed_kept: those with ids
+    below this (None when it holds no more). Never read at start: see Journal.closed_keys."""
 
 
 def read(db: Database, recent: int, closed_kept: int = 10_000) -> Stored:
@@ -52,13 +52,10 @@ def read(db: Database, recent: int, closed_kept: int = 10_000) -> Stored:
         "ORDER BY id DESC LIMIT ?", (closed_kept,),
     )  # fmt: skip
     closed = {key: state for _, key, state in reversed(newest)}
-    # Whether older ones exist, not what they are: a start's cost stays that of closed_kept
-    # rows however long the journal (BENCHMARKS.md: start-up with a million rows).
-    boundary = int(newest[-1][0]) if newest else next_ids[1]
-    beyond = db.query(
-        "SELECT 1 FROM recovery_episodes WHERE id < ? AND dedup_key IS NOT NULL "  # noqa: S608
-        f"AND state NOT IN {OPEN} LIMIT 1", (boundary,),
-    ) if len(newest) == closed_kept else []  # fmt: skip
+    # Not the older ones themselves: a start's cost stays that of closed_kept rows however
+    # long the journal (BENCHMARKS.md: start-up with a million rows). When memory is full
+    # there may be older ones; the fill after start finds out.
+    older_before = int(newest[-1][0]) if len(newest) == closed_kept else None
     cooldowns = {
         ft: (float(until), int(consecutive))
         for ft, until, consecutive in db.query(
@@ -70,7 +67,7 @@ def read(db: Database, recent: int, closed_kept: int = 10_000) -> Stored:
         (recent,),
     )
     return Stored(episodes, closed, cooldowns, [attempt_from_row(r) for r in reversed(rows)],
-                  next_ids[0], next_ids[1], boundary if beyond else None)  # fmt: skip
+                  next_ids[0], next_ids[1], older_before)  # fmt: skip
 
 
 def episode(db: Database, row: tuple[Any, ...]) -> Episode:

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,20 +129,6 @@ class Database:
             return reader.execute(sql, tuple(params)).fetchall()
         finally:
             self._give_back(reader)
-
-    def stream(self, sql: str, params: Iterable[Any] = (), size: int = 5000) -> Iterator[list[Any]]:
-        """A long read, `size` rows at a time (first column only), on a reader connection
-        held until the iteration ends: memory holds one chunk, never the whole result."""
-        reader = self._reader()
-        try:
-            cursor = reader.execute(sql, tuple(params))
-            while rows := cursor.fetchmany(size):
-                yield [row[0] for row in rows]
-        finally:
-            self._give_back(reader)
-
-    lookup = query
-    """A short read (a dedup lookup): the same as query()."""
 
     @property
     def reader_connections(self) -> int:
@@ -337,7 +323,7 @@ class Database:
         while (taken := self._take()) is not None:
             batch, done, due = taken
             for group in due:  # each alone: one that cannot commit holds back nothing else
-                if not self._commit(group.statements):
+                if self._commit(group.statements) is None:
                     self._again(group)
             if not batch:
                 if due and not self.healthy:
@@ -346,7 +332,7 @@ class Database:
                 continue
             committed = True
             for chunk, retried in _transactions(batch):
-                if not self._commit(chunk):
+                if self._commit(chunk) is None:
                     committed = False
                     for group in retried:
                         self._again(group)
@@ -367,14 +353,8 @@ class Database:
                 return
             sweep = self._sweeps[0]
         began = time.monotonic()
-        try:
-            with self._lock, self._conn:  # BEGIN ... COMMIT, or ROLLBACK on error
-                self._conn.execute("BEGIN")
-                changed = self._conn.execute(sweep.sql, sweep.params).rowcount
-            self._wrote.set()
-        except sqlite3.Error as exc:
-            log.warning("a journal sweep failed (%s); it runs again at the next prune", exc)
-            changed = -1
+        committed = self._commit([(sweep.sql, sweep.params)])
+        changed = -1 if committed is None else committed  # a failure ends it: see sweep()
         took = time.monotonic() - began
         self._sweep_at = began + took / SWEEP_DUTY
         if changed > 0:
@@ -396,7 +376,10 @@ class Database:
         log.warning("%s is written again; every write that must not be lost has been "
                     "committed", self.path)  # fmt: skip
 
-    def _commit(self, batch: list[Statement]) -> bool:
+    def _commit(self, batch: list[Statement]) -> int | None:
+        """Run the statements in one transaction: the rows they changed, or None when it
+        failed (the database is then unhealthy)."""
+        changed = 0
         try:
             with self._lock:
                 self._conn.execute("BEGIN")
@@ -404,7 +387,8 @@ class Database:
                     # Runs of the same statement go through executemany: one call into
                     # SQLite per run instead of per row.
                     for sql, rows in itertools.groupby(batch, key=lambda item: item[0]):
-                        self._conn.executemany(sql, [params for _, params in rows])
+                        cursor = self._conn.executemany(sql, [params for _, params in rows])
+                        changed += max(0, cursor.rowcount)
                     self._conn.execute("COMMIT")
                     self._wrote.set()
                 except BaseException:
@@ -419,8 +403,8 @@ class Database:
                           "(alerts get 503, actions wait)", self.path, exc)  # fmt: skip
             self.healthy = False
             self.last_error = str(exc)
-            return False
-        return True
+            return None
+        return changed
 
 
 def _batch_future() -> Future[bool]:
