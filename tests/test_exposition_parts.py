@@ -75,31 +75,37 @@ def test_a_new_result_re_renders_its_check_alone(tmp_path: Path) -> None:
 
 
 class _Counting(Exposition):
+    """Counts renders; the second one (the first after start) waits for `release`, so a
+    burst can arrive while a render is in progress."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__(registry)
         self.renders = 0
-        self.rendered = threading.Event()
+        self.rendering = threading.Event()
+        self.release = threading.Event()
 
     def render(self, pause=None):
-        rendered = super().render(pause)
         self.renders += 1
-        self.rendered.set()
-        return rendered
+        if self.renders == 2:
+            self.rendering.set()
+            assert self.release.wait(10)
+        return super().render(pause)
 
 
-def test_a_burst_of_changes_is_one_render() -> None:
+def test_a_burst_of_changes_while_a_render_runs_is_one_more_render() -> None:
     exposition = _Counting(CollectorRegistry())
-    loop = RenderLoop(exposition, min_interval=1.0)
-    loop.start()  # renders once
+    loop = RenderLoop(exposition, min_interval=0.05)
+    loop.start()  # renders once, on this thread
     try:
-        wait_until(lambda: exposition.renders == 1, what="the first render")
-        exposition.rendered.clear()
-        for _ in range(1000):  # a thousand check results at once
+        loop.invalidate()
+        assert exposition.rendering.wait(10)  # the loop's first render is in progress
+        for _ in range(1000):  # a thousand check results meanwhile
             loop.invalidate()
-        assert exposition.rendered.wait(5)
-        assert exposition.renders == 2
+        exposition.release.set()
+        wait_until(lambda: exposition.renders >= 3, what="the render after the burst")
     finally:
-        loop.stop()
+        loop.stop()  # joins the thread: no render can start after this
+    assert exposition.renders == 3  # start, the one in progress, one for the whole burst
 
 
 class _Big:

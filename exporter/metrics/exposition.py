@@ -99,7 +99,7 @@ class _Family:
     chunks: list[_Chunk]
     kind: tuple[str, str, str, str]
     text_z: bytes | None = None
-    """head + text as raw deflate ending on a sync flush (see _Deflated), once asked for."""
+    """head + text as raw deflate ending on a sync flush (see _segment), once asked for."""
     om_z: bytes | None = None
 
     def deflated(self) -> tuple[bytes, bytes]:
@@ -120,13 +120,14 @@ def _render_family(family: Metric, before: _Family | None, pause: Callable[[], N
         before = None
     old = before.chunks if before is not None else []
     chunks: list[_Chunk] = []
-    changed = before is None or len(old) != len(range(0, max(1, len(samples)), CHUNK))
+    reused = 0
     text_head = before.text_head if before is not None else b""
     om_head = before.om_head if before is not None else b""
     for number, at in enumerate(range(0, max(1, len(samples)), CHUNK)):
         part = samples[at : at + CHUNK]
         if number < len(old) and old[number].samples == part:
             chunks.append(old[number])
+            reused += 1
             continue
         piece = Metric(family.name, family.documentation, family.type, family.unit)
         piece.samples = part
@@ -136,10 +137,9 @@ def _render_family(family: Metric, before: _Family | None, pause: Callable[[], N
         if number == 0:
             text_head, om_head = head, om_head_
         chunks.append(_Chunk(part, lines, om_lines))
-        changed = True
         if len(samples) > CHUNK:
             pause()
-    if not changed and before is not None:
+    if before is not None and reused == len(chunks) == len(old):
         return before  # every chunk as before: its joined bytes and segments too
     if len(chunks) == 1:
         text, om = chunks[0].text, chunks[0].om
@@ -228,6 +228,7 @@ class Exposition:
         self._render_lock = threading.Lock()
         self._current = Rendered(b"", b"", b"# EOF\n", b"", 0.0)
         self._parts: dict[Hashable, _Rendered] = {}
+        self._merged: Merged = {}
         self.rendered_parts = 0
         """Parts rendered since start (the rest were reused): what a render cost."""
 
@@ -270,7 +271,7 @@ class Exposition:
                 for name, family in cached.families:
                     order.setdefault(name, []).append(family)
             self._parts = kept  # parts that left (a check removed) are forgotten
-            text, text_gz, openmetrics, openmetrics_gz = _join(order)
+            text, text_gz, openmetrics, openmetrics_gz = _join(order, self._merged)
             rendered = Rendered(text, text_gz, openmetrics, openmetrics_gz, self._clock.time())
             self._current = rendered
             return rendered
@@ -317,25 +318,43 @@ def _yield_gil() -> None:
     time.sleep(0)  # a syscall without the GIL: a waiting event loop takes it now
 
 
-def _join(order: dict[str, list[_Family]]) -> tuple[bytes, bytes, bytes, bytes]:
+Merged = dict[str, tuple[list[_Family], _Family]]
+"""Families several parts emit: the renderings each was merged from, and the merge."""
+
+
+def _merged(name: str, families: list[_Family], merged: Merged) -> _Family:
+    """One family from several parts' renderings, each series once (the first); the last
+    merge is kept while every rendering it came from is the same object."""
+    last = merged.get(name)
+    if (
+        last is not None
+        and len(last[0]) == len(families)
+        and all(a is b for a, b in zip(last[0], families, strict=True))
+    ):
+        return last[1]
+    first = families[0]
+    family = _Family(first.text_head, _unique([f.text for f in families]), first.om_head,
+                     _unique([f.om for f in families]), [], first.kind)  # fmt: skip
+    merged[name] = (families, family)
+    return family
+
+
+def _join(order: dict[str, list[_Family]], merged: Merged) -> tuple[bytes, bytes, bytes, bytes]:
     """Both bodies, and both gzipped, from every family's renderings in order; a family
-    several parts emit (two checks reporting the same filesystem) keeps each series once."""
+    several parts emit (two checks reporting the same filesystem) keeps each series once.
+    `merged` keeps those merges from one render to the next (families gone are dropped)."""
     text: list[bytes] = []
     om: list[bytes] = []
     text_z: list[bytes] = []
     om_z: list[bytes] = []
     families_joined: list[_Family] = []
-    for families in order.values():
-        first = families[0]
-        if len(families) == 1:
-            family = first
-        else:
-            text_lines = _unique([f.text for f in families])
-            om_lines = _unique([f.om for f in families])
-            family = _Family(first.text_head, text_lines, first.om_head, om_lines, [], first.kind)
+    for name, families in order.items():
+        family = families[0] if len(families) == 1 else _merged(name, families, merged)
         text += (family.text_head, family.text)
         om += (family.om_head, family.om)
         families_joined.append(family)
+    for name in merged.keys() - order.keys():
+        del merged[name]
     om.append(b"# EOF\n")
     text_body, om_body = b"".join(text), b"".join(om)
     if len(text_body) <= SEGMENTED_ABOVE:  # small: one stream compresses better, and fast

@@ -206,10 +206,13 @@ class HealthCollector(Collector):
         yield "checks", token, lambda: _check_families(states)
         for state in states:
             if state.last is not None and state.last.facts:
-                yield ("facts", state.spec.name), (state.last,), partial(self._facts, state)
+                yield ("facts", state.spec.name), (state.last,), partial(self._merged, state)
+
+    def _merged(self, state: CheckState) -> list[Metric]:
+        return _merge(self._facts(state))
 
     def _facts(self, state: CheckState) -> list[Metric]:
-        """The families derived from one check's facts."""
+        """The families derived from one check's facts (not yet merged by name)."""
         if state.last is None:
             return []
         by_type: dict[type, list[Any]] = {}
@@ -220,7 +223,7 @@ class HealthCollector(Collector):
             to_families = self._fact_families.get(fact_type)
             if to_families is not None:
                 derived.extend(to_families(state.spec.name, facts))
-        return _merge(derived)
+        return derived
 
 
 def _check_families(states: list[CheckState]) -> list[Metric]:
