@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from exporter.checks import CheckResult
 from exporter.checks.base import Observation, Probe
-from exporter.checks.disk import read_mounts
+from exporter.checks.disk import find_mount, read_mounts
 from exporter.checks.factory import build_health
 from exporter.checks.fsprobe import SharedHelpers
 from exporter.clock import Clock, SystemClock
@@ -142,8 +142,10 @@ class Medic:
         self.config = config = as_config(config)
         self.clock = clock or SystemClock()
         self.events = EventHub(self.clock)
-        # One filesystem helper per mount, shared by the disk and path checks on it.
-        self.fs_helpers = SharedHelpers(read_mounts)
+        # One filesystem helper per mount, shared by the disk and path checks on it (the
+        # mount table read once for all of them).
+        mounts = read_mounts()
+        self.fs_helpers = SharedHelpers(lambda path: find_mount(path, mounts)[0])
         self.health = build_health(config.checks, self.clock, self.fs_helpers)
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.registry.register(ExporterCollector(__version__, abandoned=released_by_kind))

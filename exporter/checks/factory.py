@@ -88,10 +88,6 @@ def _log(config: LogCheckConfig, clock: Clock | None) -> Probe:
 BUILDERS: dict[type, Callable[[Any, Clock | None], Probe]] = {
     HostMemoryCheckConfig: lambda c, _: HostMemoryCheck(c.min_available_ratio,
                                                         c.min_available_bytes),
-    DiskCheckConfig: lambda c, _: DiskCheck(c.path, c.min_avail_ratio, c.min_avail_bytes,
-                                            helper=_helper(c, None)),
-    PathCheckConfig: lambda c, _: PathCheck(c.path, c.kind, c.min_size, c.readable,
-                                            c.non_empty, helper=_helper(c, None)),
     GpuCheckConfig: _gpu,
     TorchCheckConfig: lambda _c, _: TorchMemoryCheck(),
     InProcessCheckConfig: lambda c, _: Unregistered(c.name),
@@ -105,10 +101,13 @@ BUILDERS: dict[type, Callable[[Any, Clock | None], Probe]] = {
 """How each check type's probe is made; a new check type adds its entry here."""
 
 
-def _helper(config: DiskCheckConfig | PathCheckConfig, shared: SharedHelpers | None) -> Helper:
-    if shared is None:
-        return FsHelper(config.name, config.timeout)
-    return shared.helper(str(config.path), config.timeout)
+FILESYSTEM_BUILDERS: dict[type, Callable[[Any, Helper], Probe]] = {
+    DiskCheckConfig: lambda c, h: DiskCheck(c.path, c.min_avail_ratio, c.min_avail_bytes,
+                                            helper=h),
+    PathCheckConfig: lambda c, h: PathCheck(c.path, c.kind, c.min_size, c.readable,
+                                            c.non_empty, helper=h),
+}  # fmt: skip
+"""Check types whose probes run in a filesystem helper process (exporter/fsworker.py)."""
 
 
 def build_probe(
@@ -116,12 +115,14 @@ def build_probe(
 ) -> Probe:
     """The probe a check config describes; disk and path checks take their filesystem
     helper from `helpers` (one per mount) when given, else one of their own."""
-    if helpers is not None and isinstance(config, DiskCheckConfig):
-        return DiskCheck(config.path, config.min_avail_ratio, config.min_avail_bytes,
-                         helper=_helper(config, helpers))  # fmt: skip
-    if helpers is not None and isinstance(config, PathCheckConfig):
-        return PathCheck(config.path, config.kind, config.min_size, config.readable,
-                         config.non_empty, helper=_helper(config, helpers))  # fmt: skip
+    filesystem = FILESYSTEM_BUILDERS.get(type(config))
+    if filesystem is not None:
+        assert isinstance(config, DiskCheckConfig | PathCheckConfig)
+        helper: Helper = (
+            FsHelper(config.name, config.timeout) if helpers is None
+            else helpers.helper(str(config.path), config.timeout)
+        )  # fmt: skip
+        return filesystem(config, helper)
     builder = BUILDERS.get(type(config))
     if builder is None:
         raise TypeError(f"no probe for check type {type(config).__name__}")

@@ -120,15 +120,16 @@ class SharedHelpers:
     """One FsHelper per mount, shared by the checks of that mount; created by the
     composition root and handed to the check factory."""
 
-    def __init__(self, mounts: Callable[[], list[tuple[str, str]]]) -> None:
-        self._mounts = mounts
+    def __init__(self, mount_of: Callable[[str], str]) -> None:
+        """mount_of: the mountpoint that holds a path (by its text, no syscall on it)."""
+        self._mount_of = mount_of
         self._lock = threading.Lock()
         self._helpers: dict[str, tuple[FsHelper, int]] = {}
 
     def helper(self, path: str, timeout: float) -> Helper:
         """A handle on the helper of the mount that holds `path` (by its text: resolving
         symlinks could itself block on a hung mount); requests keep `timeout`."""
-        mountpoint = _mount_of(os.path.abspath(path), self._mounts())
+        mountpoint = self._mount_of(os.path.abspath(path))
         with self._lock:
             shared, users = self._helpers.get(mountpoint, (None, 0))
             if shared is None:
@@ -170,13 +171,3 @@ class _Handle:
         if not self._closed:
             self._closed = True
             self._pool.release(self._mountpoint)
-
-
-def _mount_of(path: str, mounts: list[tuple[str, str]]) -> str:
-    """The longest mountpoint that is a prefix of path ("/" when none is)."""
-    best = "/"
-    for mountpoint, _ in mounts:
-        inside = path == mountpoint or path.startswith(mountpoint.rstrip("/") + "/")
-        if inside and len(mountpoint) >= len(best):
-            best = mountpoint
-    return best

@@ -181,11 +181,6 @@ class GpuCheck:
 
     def _failed(self, reason: str, code: int | None) -> Observation:
         if code == LIBRARY_NOT_FOUND:
-            if self._was_up is not False:
-                level = logging.INFO if self._expected == 0 else logging.WARNING
-                log.log(level, "NVML unavailable: %s; no NVML helper runs, GPU metrics are off, "
-                        "and medic looks for the library again every %gs", reason,
-                        self._absent_retry)  # fmt: skip
             self._backoff = self._absent_retry
         else:
             self._backoff = min(MAX_BACKOFF, max(1.0, self._backoff * 2))
@@ -196,8 +191,14 @@ class GpuCheck:
     def _down(self, reason: str, note: str, code: int | None = None) -> Observation:
         absent = code == LIBRARY_NOT_FOUND or "LibraryNotFound" in reason
         cpu_host = absent and self._expected == 0
-        if self._was_up is not False and not absent:  # an absent library: see _failed
-            log.warning("NVML unavailable: %s; GPU metrics are off until it answers", reason)
+        if self._was_up is not False:
+            if absent:
+                log.log(logging.INFO if cpu_host else logging.WARNING,
+                        "NVML unavailable: %s; no NVML helper runs, GPU metrics are off, and "
+                        "medic looks for the library again every %gs", reason,
+                        self._absent_retry)  # fmt: skip
+            else:
+                log.warning("NVML unavailable: %s; GPU metrics are off until it answers", reason)
         self._was_up = False
         state = NvmlState(up=False, count=0, expected=self._expected)
         if cpu_host:

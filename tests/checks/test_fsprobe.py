@@ -94,12 +94,13 @@ def _helper_pids() -> set[int]:
 
 
 def test_the_checks_of_one_mount_share_one_helper(tmp_path: Path) -> None:
+    from exporter.checks.disk import find_mount
     from exporter.checks.fsprobe import SharedHelpers
 
     mounts = [("/", "ext4"), (str(tmp_path / "nfs"), "nfs4")]
     (tmp_path / "nfs").mkdir()
     before = _helper_pids()
-    pool = SharedHelpers(lambda: mounts)
+    pool = SharedHelpers(lambda path: find_mount(path, mounts)[0])
     root_a = pool.helper(str(tmp_path / "a"), timeout=10)
     root_b = pool.helper(str(tmp_path / "b"), timeout=10)
     nfs = pool.helper(str(tmp_path / "nfs" / "weights"), timeout=10)
